@@ -1,0 +1,35 @@
+# Two entry points for a newcomer: `make demo` (the main job on the phantom) and `make test`.
+# Both create .venv with torch first (sam2/nnunetv2/torchvision need the matched pair), then the package.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  := torch==2.14.1 torchvision==0.29.1
+DEMO   ?= data/demo
+
+.PHONY: install demo test test-all gates readme docs clean-nbs export
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: install            ## phantom -> fix -> slice -> ... -> report, on 2 CPU cores
+	$(BIN)/segthor-demo --dest $(DEMO)
+
+test: install            ## every notebook (nbdev-test) + pytest, ends with "N passed, N failed"
+	$(BIN)/python tools/run_tests.py
+
+test-all: install        ## also the `slow` cells and tests
+	$(BIN)/python tools/run_tests.py --flags slow
+
+gates: install           ## what CI checks before testing: clean notebooks, package and README in sync
+	bash tools/gates.sh
+
+readme: install
+	$(BIN)/python tools/readme.py
+
+docs: install            ## offline docs site: nbdev-proc-nbs, then smalldocs (Quarto cannot be installed here)
+	cd $(CURDIR) && $(BIN)/nbdev-proc-nbs && $(BIN)/smalldocs render _proc

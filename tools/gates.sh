@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Fail if nbdev-clean or nbdev-export would change a tracked file, or README.md is stale.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+fail=0
+"$BIN/nbdev-clean"
+if [ -n "$(git status --porcelain -- nbs)" ]; then
+  echo "GATE FAILED: nbdev-clean changed notebooks (run nbdev-clean and commit):"; git status --porcelain -- nbs; fail=1
+fi
+"$BIN/nbdev-export"
+if [ -n "$(git status --porcelain -- segthor_nb)" ]; then
+  echo "GATE FAILED: nbdev-export changed the package (the notebooks are the source of truth):"; git status --porcelain -- segthor_nb; git diff --stat -- segthor_nb; fail=1
+fi
+"$BIN/python" tools/readme.py --check || fail=1
+[ $fail = 0 ] && echo "gates passed: notebooks clean, package and README in sync"
+exit $fail
