@@ -9,8 +9,8 @@ if [ -n "$(git status --porcelain -- nbs)" ]; then
   echo "GATE FAILED: nbdev-clean changed notebooks (run nbdev-clean and commit):"; git status --porcelain -- nbs; fail=1
 fi
 "$BIN/nbdev-export"
-if [ -n "$(git status --porcelain -- segthor_nb)" ]; then
-  echo "GATE FAILED: nbdev-export changed the package (the notebooks are the source of truth):"; git status --porcelain -- segthor_nb; git diff --stat -- segthor_nb; fail=1
+if [ -n "$(git status --porcelain -- segthor_nb nbs/llms.txt)" ]; then
+  echo "GATE FAILED: nbdev-export changed the package (the notebooks are the source of truth):"; git status --porcelain -- segthor_nb nbs/llms.txt; git diff --stat -- segthor_nb nbs/llms.txt; fail=1
 fi
 "$BIN/python" tools/readme.py --check || fail=1
 [ $fail = 0 ] && echo "gates passed: notebooks clean, package and README in sync"

@@ -1,0 +1,84 @@
+"""`segthor-metrics3d` end to end, as a subprocess, on a tiny phantom in SEGTHOR layout."""
+import subprocess, sys
+from pathlib import Path
+import numpy as np, pandas as pd, pytest
+from segthor_nb.data_fix import write_phantom, load_volume, save_volume, Geometry
+from segthor_nb.metrics import metrics3d, keep_largest_cc
+
+EXE = str(Path(sys.executable).parent / 'segthor-metrics3d')
+
+
+def run(*args):
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    "GT for 3 phantom patients; predictions: 01 exact, 02 shifted + a stray blob, 03 missing, 99 without GT"
+    tmp = tmp_path_factory.mktemp('m3d')
+    root = write_phantom(tmp / 'phantom', n_patients=3, shape=(48, 48), n_slices=20, seed=5)
+    preds = tmp / 'preds'
+    for pid in ('Patient_01', 'Patient_02'):
+        g, geom = load_volume(root / f'train/{pid}/GT.nii.gz', 'gt')
+        p = g.copy()
+        if pid == 'Patient_02':
+            p = np.roll(g, 1, axis=1)
+            p[2:5, 2:5, 2:5] = 2  # a stray heart blob in the corner
+        save_volume(p, geom, preds / f'pred_{pid}.nii.gz')
+    save_volume(p, geom, preds / 'Patient_99.nii.gz')
+    return tmp, root, preds
+
+
+def test_scores_every_gt_patient_and_refuses_overwrite(data):
+    tmp, root, preds = data
+    out = tmp / 'res.csv'
+    r = run(preds, root, '--out', out)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(out)
+    assert list(df.columns) == ['patient', 'slice', 'class', 'metric', 'value'] and df['slice'].isna().all()
+    assert sorted(df['patient'].unique()) == ['Patient_01', 'Patient_02', 'Patient_03']
+    dice = df[df.metric == 'dice'].set_index(['patient', 'class'])['value']
+    assert (dice['Patient_01'] == 1).all() and (dice['Patient_03'] == 0).all() and (dice['Patient_02'] < 1).all()
+    assert 'Patient_03: no prediction' in r.stderr and 'Patient_99' in r.stderr
+    assert 'misses' in r.stdout and 'esophagus' in r.stdout  # the summary table
+    # the values are metrics3d's on the same arrays, with the GT header's spacing
+    g, geom = load_volume(root / 'train/Patient_02/GT.nii.gz', 'gt')
+    p, _ = load_volume(preds / 'pred_Patient_02.nii.gz', 'gt')
+    ref = metrics3d(p, g, geom.spacing)
+    hd95 = df[(df.patient == 'Patient_02') & (df.metric == 'hd95')].set_index('class')['value']
+    np.testing.assert_allclose(hd95.to_numpy(), ref['hd95'].to_numpy(), rtol=1e-12)
+    before = out.read_bytes()
+    r = run(preds, root, '--out', out)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].endswith('exists; pass --overwrite to replace it')
+    assert out.read_bytes() == before
+    assert run(preds, root, '--out', out, '--overwrite').returncode == 0
+
+
+def test_lcc_and_spacing_options(data):
+    tmp, root, preds = data
+    r = run(preds, root, '--out', tmp / 'lcc.csv', '--lcc', '--spacing-from', '1,1,1', '--nsd-tol', '1')
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(tmp / 'lcc.csv')
+    g, _ = load_volume(root / 'train/Patient_02/GT.nii.gz', 'gt')
+    p, _ = load_volume(preds / 'pred_Patient_02.nii.gz', 'gt')
+    ref = metrics3d(keep_largest_cc(p), g, (1, 1, 1), nsd_tol=1)
+    got = df[(df.patient == 'Patient_02') & (df.metric == 'hd')].set_index('class')['value']
+    np.testing.assert_allclose(got.to_numpy(), ref['hd'].to_numpy())
+    assert ref.loc[2, 'hd'] < metrics3d(p, g, (1, 1, 1)).loc[2, 'hd']  # the stray blob was removed
+
+
+def test_grid_mismatch_is_one_line_naming_both_files_unless_resampled(data):
+    tmp, root, _ = data
+    g, geom = load_volume(root / 'train/Patient_01/GT.nii.gz', 'gt')
+    flip = np.diag([-1., 1, 1, 1]); flip[0, 3] = g.shape[0] - 1
+    preds = tmp / 'flipped'
+    save_volume(g[::-1].copy(), Geometry.from_affine(geom.affine @ flip, g.shape), preds / 'Patient_01.nii.gz')
+    gt_dir = tmp / 'gt1'
+    save_volume(g, geom, gt_dir / 'Patient_01_GT.nii.gz')  # flat GT folder
+    r = run(preds, gt_dir, '--out', tmp / 'flip.csv')
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode != 0 and 'different grids' in last and 'Patient_01.nii.gz' in last and 'Patient_01_GT.nii.gz' in last
+    r = run(preds, gt_dir, '--out', tmp / 'flip.csv', '--resample')
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(tmp / 'flip.csv')
+    assert (df[df.metric == 'dice']['value'] == 1).all()
