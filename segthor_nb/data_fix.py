@@ -6,18 +6,22 @@ Docs: https://segthor-nb.github.io/segthor_nb/data_fix.html.md"""
 
 # %% ../nbs/00_data_fix.ipynb #a489aa29
 from __future__ import annotations
-import os, json, math, tempfile, contextlib
+import os, re, json, math, time, shutil, tempfile, contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, nibabel as nib
-from scipy import ndimage as ndi
+from scipy import ndimage as ndi, optimize
+from typing import Annotated
 from fastcore.script import call_parse
 import matplotlib.pyplot as plt
 from matplotlib.colors import ListedColormap
 
 # %% auto #0
-__all__ = ['CLASSES', 'ORGAN_CMAP', 'atomic_path', 'VolumeError', 'Geometry', 'load_volume', 'save_volume', 'phantom_anatomy',
-           'make_phantom', 'show_labels', 'course_affine', 'move_heart', 'write_phantom', 'segthor_phantom']
+__all__ = ['CLASSES', 'ORGAN_CMAP', 'SEGTHOR_FACTS', 'SPACING_SLACK_MM', 'AFFINE_TOL_VOX', 'atomic_path', 'VolumeError',
+           'Geometry', 'load_volume', 'save_volume', 'phantom_anatomy', 'make_phantom', 'show_labels', 'course_affine',
+           'move_heart', 'write_phantom', 'segthor_phantom', 'validate_patient', 'validate_tree', 'segthor_validate',
+           'course_params', 'refine_rigid', 'inplane_axes', 'register_pair', 'heart_likeness', 'heart_template',
+           'search_rigid_fft', 'register_blind', 'LayoutError', 'tamper_matrix', 'fix_tree', 'segthor_fix']
 
 # %% ../nbs/00_data_fix.ipynb #9937b6a4
 CLASSES = ['background', 'esophagus', 'heart', 'trachea', 'aorta']
@@ -370,10 +374,12 @@ def course_affine(scale:tuple=(1., 1., 1.), # (sx, sy, sz): phantom size / cours
 # %% ../nbs/00_data_fix.ipynb #891337fa
 def move_heart(gt:np.ndarray,     # labels [x, y, z]
                matrix:np.ndarray, # 4×4 voxel-index matrix: output voxel o takes the heart of input voxel matrix·o
-              )->np.ndarray:      # new labels: the heart moved, the other classes untouched
+               keep_others:bool=False, # never overwrite another organ's voxel (our fixes); False lets the heart land on them (the course)
+              )->np.ndarray:      # new labels: the heart moved, the other classes untouched (except where the heart lands, if not `keep_others`)
     "Move the heart (label 2) with `scipy.ndimage.affine_transform(order=0)`, as the course's tampering and its fix do"
     heart = gt == 2
     moved = ndi.affine_transform(heart.astype(np.uint8), matrix, order=0, mode='constant', cval=0).astype(bool)
+    if keep_others: moved &= (gt == 0) | heart
     out = gt.copy()
     out[heart] = 0
     out[moved] = 2
@@ -406,7 +412,8 @@ def write_phantom(dest:Path|str,       # root of the SEGTHOR-layout tree to writ
     from concurrent.futures import ProcessPoolExecutor
     dest, shape = Path(dest), tuple(shape)
     scale = (shape[0]/512, shape[1]/512, n_slices/160)
-    matrix = course_affine(scale) if tamper else None
+    shift = np.multiply((50., 40., 15.), scale); shift[2] = round(shift[2])   # whole slices, like the course's 15: a half-slice shift would round differently in the fix
+    matrix = course_affine(scale, shift=shift/np.array(scale)) if tamper else None
     clean_id = min(27, n_patients)
     jobs = [(f'Patient_{i:02d}', dest, shape, n_slices, seed*1000 + i, matrix, tamper and i == clean_id, True) for i in range(1, n_patients+1)]
     jobs += [(f'Patient_{i:02d}', dest, shape, n_slices, seed*1000 + i, None, False, False) for i in range(41, 41+n_test)]
@@ -422,7 +429,7 @@ def write_phantom(dest:Path|str,       # root of the SEGTHOR-layout tree to writ
 @call_parse
 def segthor_phantom(dest:str='data/phantom', # root of the SEGTHOR-layout tree to write
                     n_patients:int=40,       # labelled patients
-                    shape:int=(512, 512),    # in-plane size (two ints)
+                    shape:Annotated[int, {'nargs': 2}]=(512, 512), # in-plane size (two ints)
                     slices:int=160,          # slices per volume
                     seed:int=0,              # base seed
                     tamper:bool=False,       # displace the hearts like the course copy (GT2.nii.gz for Patient_27)
@@ -434,3 +441,466 @@ def segthor_phantom(dest:str='data/phantom', # root of the SEGTHOR-layout tree t
     root = write_phantom(dest, n_patients, shape, slices, seed, tamper, n_test, workers)
     print(f"wrote {n_patients} labelled{f' and {n_test} unlabelled' if n_test else ''} phantom patients "
           f"({shape[0]}×{shape[1]}×{slices}{', tampered hearts' if tamper else ''}) to {root}")
+
+# %% ../nbs/00_data_fix.ipynb #efd5ba97
+SEGTHOR_FACTS = dict(inplane=(512, 512), slices=(135, 284), spacing_xy=(0.896, 1.37), spacing_z=(2., 3.7), ct_dtypes=('int16', 'int32'))
+SPACING_SLACK_MM = 0.005   # spacing ranges are compared with this slack (headers store float32)
+AFFINE_TOL_VOX = 0.01      # label and CT affines may put a corner voxel this far apart (in voxels of the CT)
+
+# %% ../nbs/00_data_fix.ipynb #e3753f97
+def _affine_gap(a:np.ndarray, b:np.ndarray, shape:tuple)->float:
+    "Largest distance (mm) between where affines `a` and `b` put the voxels of a volume of `shape` (attained at a corner)"
+    corners = np.array(np.meshgrid(*[[0, s - 1] for s in shape[:3]], indexing='ij')).reshape(3, -1)
+    c = np.vstack([corners, np.ones(corners.shape[1])])
+    return float(np.linalg.norm((a @ c - b @ c)[:3], axis=0).max())
+
+# %% ../nbs/00_data_fix.ipynb #f4bde363
+def _strict_ct(path:Path, geom:Geometry)->list:
+    "Violations of SEGTHOR's acquisition facts: 512² in-plane, 135–284 slices, spacing ranges with dx == dy, int16/int32 on disk"
+    f, eps, out = SEGTHOR_FACTS, SPACING_SLACK_MM, []
+    (W, H, S), (dx, dy, dz) = geom.shape, geom.spacing
+    if (W, H) != f['inplane']: out.append(f"{path}: in-plane size {W}×{H} (expected {f['inplane'][0]}×{f['inplane'][1]})")
+    if not f['slices'][0] <= S <= f['slices'][1]: out.append(f"{path}: {S} slices (expected {f['slices'][0]}–{f['slices'][1]})")
+    (lo, hi), inside = f['spacing_xy'], lambda v, r: r[0] - eps <= v <= r[1] + eps
+    if not (inside(dx, (lo, hi)) and inside(dy, (lo, hi)) and abs(dx - dy) <= eps):
+        out.append(f"{path}: in-plane spacing {dx:.4g}×{dy:.4g} mm (expected {lo}–{hi} mm with dx == dy)")
+    if not inside(dz, f['spacing_z']): out.append(f"{path}: slice spacing {dz:.4g} mm (expected {f['spacing_z'][0]:g}–{f['spacing_z'][1]:g} mm)")
+    dtype = geom.header.get_data_dtype().name if geom.header is not None else '?'
+    if dtype not in f['ct_dtypes']: out.append(f"{path}: CT stored as {dtype} (expected {' or '.join(f['ct_dtypes'])})")
+    return out
+
+# %% ../nbs/00_data_fix.ipynb #01a8b51b
+def _check_ct(path:Path, strict:bool=False)->tuple:
+    "Problems of one CT file, and its Geometry (None when it cannot be read)"
+    try: ct, geom = load_volume(path, 'ct')
+    except VolumeError as e: return [str(e)], None
+    out, n = [], int((ct < -1000).sum())
+    if n: out.append(f"{path}: {n} voxels below -1000 HU (min {ct.min():g}; expected ≥ -1000 HU, e.g. padding outside the field of view)")
+    return out + (_strict_ct(path, geom) if strict else []), geom
+
+# %% ../nbs/00_data_fix.ipynb #f90ef3dd
+def _check_labels(path:Path, ct_geom:Geometry=None)->list:
+    "Problems of one training label file (GT, GT2 or GT_fixed), against its CT's grid when known"
+    try: gt, geom = load_volume(path, 'gt')
+    except VolumeError as e: return [str(e)]
+    out = []
+    if ct_geom is not None and geom.shape != ct_geom.shape:
+        out.append(f"{path}: label shape {geom.shape} != CT shape {ct_geom.shape} (expected the CT's grid)")
+    elif ct_geom is not None:
+        gap, tol = _affine_gap(geom.affine, ct_geom.affine, geom.shape), AFFINE_TOL_VOX*min(ct_geom.spacing)
+        if gap > tol: out.append(f"{path}: affine differs from the CT's by up to {gap:.3g} mm (expected ≤ {tol:.2g} mm, the CT's grid)")
+    counts = np.bincount(gt.ravel(), minlength=5)
+    missing = [f'{CLASSES[k]} ({k})' for k in range(1, 5) if counts[k] == 0]
+    if missing: out.append(f"{path}: {', '.join(missing)} missing (expected every organ in every training label volume)")
+    return out
+
+# %% ../nbs/00_data_fix.ipynb #8dd6e4cd
+def validate_patient(ct_path:Path|str,     # the patient's CT
+                     gt_path:Path|str=None, # its labels (GT, GT2 or GT_fixed), None for an unlabelled test CT
+                     strict:bool=False,     # also check SEGTHOR's acquisition facts (512², 135–284 slices, spacing, dtype)
+                    )->list:                # one line per problem: file, what, expected; empty if fine
+    "Problems of one patient's CT and labels, one line each"
+    problems, geom = _check_ct(Path(ct_path), strict)
+    return problems + (_check_labels(Path(gt_path), geom) if gt_path is not None else [])
+
+# %% ../nbs/00_data_fix.ipynb #6064bab7
+_PID = re.compile(r'Patient_\d{2,}')
+_LABEL_FILES = ('GT.nii.gz', 'GT2.nii.gz', 'GT_fixed.nii.gz')
+
+def _patient_folder(d:Path)->tuple:
+    "(CT path or None, label paths present, layout problems) of one `train/Patient_XX` folder"
+    names, ct_name = {f.name for f in d.iterdir()}, f'{d.name}.nii.gz'
+    out = [f"{d/n}: stray file (expected {ct_name}, GT.nii.gz, optional GT2.nii.gz / GT_fixed.nii.gz)" for n in sorted(names - {ct_name, *_LABEL_FILES})]
+    if ct_name not in names: out.append(f"{d}: missing CT {ct_name} (expected in every patient folder)")
+    if 'GT.nii.gz' not in names: out.append(f"{d}: missing GT.nii.gz (expected labels for every training patient)")
+    return d/ct_name if ct_name in names else None, [d/n for n in _LABEL_FILES if n in names], out
+
+# %% ../nbs/00_data_fix.ipynb #6c4d2f5a
+def _tree_layout(root:Path)->tuple:
+    "Walk a SEGTHOR root: ({pid: (CT, labels)} for train/, {pid: CT} for test/, layout problems)"
+    train, test, out = {}, {}, []
+    if not root.is_dir(): return train, test, [f"{root}: not a folder (expected a SEGTHOR root with train/ and test/)"]
+    if not (root/'train').is_dir(): out.append(f"{root}: no train/ folder (expected train/Patient_XX/Patient_XX.nii.gz and GT.nii.gz)")
+    for d in sorted((root/'train').iterdir()) if (root/'train').is_dir() else []:
+        if not (d.is_dir() and _PID.fullmatch(d.name)): out.append(f"{d}: stray entry in train/ (expected Patient_XX folders)"); continue
+        ct, labels, problems = _patient_folder(d)
+        train[d.name] = (ct, labels); out += problems
+    if (root/'train').is_dir() and not train: out.append(f"{root/'train'}: no patients (expected Patient_XX folders)")
+    for f in sorted((root/'test').iterdir()) if (root/'test').is_dir() else []:
+        pid = f.name[:-len('.nii.gz')] if f.name.endswith('.nii.gz') else ''
+        if not (f.is_file() and _PID.fullmatch(pid)): out.append(f"{f}: stray entry in test/ (expected Patient_XX.nii.gz files)")
+        elif pid in train: out.append(f"{f}: {pid} is also a training patient (expected disjoint train/ and test/)")
+        else: test[pid] = f
+    return train, test, out
+
+# %% ../nbs/00_data_fix.ipynb #4416227f
+def _validate_tree(root:Path, strict:bool=False)->tuple:
+    "(problems, {volume path: Geometry} of the readable CTs, number of label volumes) of a SEGTHOR tree"
+    train, test, problems = _tree_layout(Path(root))
+    geoms, n_labels = {}, 0
+    for ct, labels in train.values():
+        p, geom = _check_ct(ct, strict) if ct else ([], None)
+        problems += p
+        if geom: geoms[ct] = geom
+        for lab in labels: problems += _check_labels(lab, geom); n_labels += 1
+    for ct in test.values():
+        p, geom = _check_ct(ct, strict); problems += p
+        if geom: geoms[ct] = geom
+    return problems, geoms, n_labels
+
+def validate_tree(root:Path|str,     # SEGTHOR root: train/Patient_XX/{Patient_XX,GT}.nii.gz, optional test/Patient_XX.nii.gz
+                  strict:bool=False, # also check SEGTHOR's acquisition facts
+                 )->list:            # one line per problem; empty if the tree is fine
+    "Problems of a SEGTHOR-layout tree — layout, then every CT and label volume — one line each"
+    return _validate_tree(Path(root), strict)[0]
+
+# %% ../nbs/00_data_fix.ipynb #ec088d86
+def _tree_summary(root:Path, geoms:dict, n_labels:int)->str:
+    "One line: patients, volumes, slices and spacing ranges of a valid tree"
+    n_train, n_test = sum(p.parent.parent.name == 'train' for p in geoms), sum(p.parent.name == 'test' for p in geoms)
+    S = [g.shape[2] for g in geoms.values()]; xy = [s for g in geoms.values() for s in g.spacing[:2]]; z = [g.spacing[2] for g in geoms.values()]
+    return (f"{root}: {n_train} training + {n_test} test patients, {len(geoms) + n_labels} volumes, {sum(S)} slices "
+            f"({min(S)}–{max(S)} per CT), in-plane spacing {min(xy):.3f}–{max(xy):.3f} mm, slice spacing {min(z):.2f}–{max(z):.2f} mm: no problems")
+
+@call_parse
+def segthor_validate(root:str,         # SEGTHOR-layout root (train/Patient_XX/…, optional test/)
+                     strict:bool=False, # also check SEGTHOR's acquisition facts (512², 135–284 slices, spacing, int16/int32)
+                    ):
+    "Check a SEGTHOR tree: print one line per problem and exit 1, or a one-line summary and exit 0"
+    problems, geoms, n_labels = _validate_tree(Path(root), strict)
+    if problems or not geoms:
+        print('\n'.join(problems or [f"{root}: no volumes found (expected train/Patient_XX/Patient_XX.nii.gz)"])); raise SystemExit(1)
+    print(_tree_summary(Path(root), geoms, n_labels))
+
+# %% ../nbs/00_data_fix.ipynb #75c10326
+def _rot_z(phi_deg:float)->np.ndarray:
+    "3×3 rotation by `phi_deg` degrees about the z (slice) axis, in voxel-index space"
+    c, s = math.cos(math.radians(phi_deg)), math.sin(math.radians(phi_deg))
+    return np.array([[c, -s, 0.], [s, c, 0.], [0., 0., 1.]])
+
+def course_params(matrix:np.ndarray,           # 4×4 voxel matrix: a rotation about z and a translation
+                  scale:tuple=(1., 1., 1.),    # grid size / the course's (512, 512, 160), as for `course_affine`
+                  centre:tuple=(275., 200.),   # rotation centre on the 512² grid
+                 )->tuple:                     # (φ in degrees, T4 translation in voxels of this grid)
+    "Inverse of `course_affine`: the rotation angle and the T4 translation of `matrix = T1·R(φ)·T1⁻¹·T4`"
+    M = np.asarray(matrix, float)
+    phi = math.degrees(math.atan2(M[1, 0], M[0, 0]))
+    R, p = M[:3, :3], np.array([centre[0]*scale[0], centre[1]*scale[1], 0.])
+    return phi, tuple(float(v) for v in R.T @ (M[:3, 3] - p + R @ p))
+
+# %% ../nbs/00_data_fix.ipynb #5277fa24
+def _rigid(params:np.ndarray, centre:np.ndarray)->np.ndarray:
+    "4×4 voxel matrix with M·o = R(φ)(o − c) + c + u, for params (φ degrees, u voxels) and c = `centre`"
+    R, c = _rot_z(params[0]), np.asarray(centre, float)
+    M = np.eye(4); M[:3, :3] = R; M[:3, 3] = c - R @ c + np.asarray(params[1:4], float)
+    return M
+
+def _bbox(idx:np.ndarray, margin:float, shape:tuple)->tuple:
+    "Slices of the box around positions `idx` (N×3, voxels) grown by `margin`, clipped to `shape` (at least 2 voxels wide)"
+    lo = np.clip(np.floor(idx.min(0) - margin), 0, np.array(shape) - 2).astype(int)
+    hi = np.maximum(np.minimum(np.ceil(idx.max(0) + margin) + 1, shape), lo + 2).astype(int)
+    return tuple(slice(int(l), int(h)) for l, h in zip(lo, hi))
+
+# %% ../nbs/00_data_fix.ipynb #eb8a28ca
+class _SmoothField:
+    "A volume Gaussian-smoothed inside a box, as its trilinear interpolant: values and exact gradients at voxel positions of the full grid"
+    def __init__(self, vol, sigma, box):
+        self.lo = np.array([s.start for s in box], float) - 1     # one voxel of zero border: 0 outside the box
+        self.v = np.pad(ndi.gaussian_filter(vol[box].astype(np.float64), sigma, mode='constant'), 1)   # float64: L-BFGS needs the precision
+    def __call__(self, pts):
+        q = pts - self.lo
+        i = np.floor(q).astype(np.int64); fx, fy, fz = (q - i).T
+        ok = ((i >= 0) & (i <= np.array(self.v.shape) - 2)).all(1)
+        i[~ok] = 0
+        st = np.array(self.v.strides)//8
+        c = [self.v.ravel()[i @ st + np.dot(k, st)] for k in np.ndindex(2, 2, 2)]   # corners 000, 001, 010, …, 111 (x, y, z)
+        lerp = lambda a, b, t: a + t*(b - a)
+        zs = [lerp(c[k], c[k + 1], fz) for k in (0, 2, 4, 6)]                      # along z, then y, then x
+        dz = [c[k + 1] - c[k] for k in (0, 2, 4, 6)]
+        y0, y1 = lerp(zs[0], zs[1], fy), lerp(zs[2], zs[3], fy)
+        val = lerp(y0, y1, fx)
+        grad = np.stack([y1 - y0, lerp(zs[1] - zs[0], zs[3] - zs[2], fx), lerp(lerp(dz[0], dz[1], fy), lerp(dz[2], dz[3], fy), fx)], 1)
+        return np.where(ok, val, 0), np.where(ok[:, None], grad, 0)
+
+# %% ../nbs/00_data_fix.ipynb #8da7b80a
+def _rigid_cost(params, pts, ref, field, centre, loss):
+    "Normalised SSD (or minus correlation) of `ref` at `pts` against `field` at M·pts, and its gradient in (φ, u)"
+    R, d = _rot_z(params[0]), pts - centre
+    val, grad = field(d @ R.T + centre + params[1:4])
+    dR = math.radians(1)*np.array([[-R[1, 0], -R[0, 0], 0], [R[0, 0], -R[1, 0], 0], [0, 0, 0]])   # dR/dφ per degree
+    norm = (ref**2).sum() if loss == 'ssd' else np.abs(ref).sum()      # costs of order 1, whatever the heart's size
+    if loss == 'ssd': f, w = ((val - ref)**2).sum()/norm, 2*(val - ref)/norm
+    else: f, w = -(ref*val).sum()/norm, -ref/norm
+    return f, np.r_[(w*(grad*(d @ dR.T)).sum(1)).sum(), (w[:, None]*grad).sum(0)]
+
+# %% ../nbs/00_data_fix.ipynb #f8d3ff84
+def _fit_level(template, target, params, centre, loss, sigma, stride, support):
+    "One level of `refine_rigid`: L-BFGS of (φ, ux, uy) at a fixed whole-slice uz, templates sampled at in-plane cell centres"
+    m = int(3*sigma) + 2
+    box = _bbox(support, m, template.shape)
+    ref = template[box].astype(np.float64)
+    if loss == 'ssd': ref = ndi.gaussian_filter(ref, sigma, mode='constant')
+    ref = sum(ref[a:ref.shape[0]-1+a, b:ref.shape[1]-1+b] for a, b in np.ndindex(2, 2))/4   # off the target's grid nodes in-plane, where its interpolant has kinks
+    ref = ref[::stride, ::stride, ::stride].ravel()
+    pts = np.stack(np.meshgrid(*[np.arange(s.start, s.stop - (a < 2), stride) + .5*(a < 2) for a, s in enumerate(box)], indexing='ij'), -1).reshape(-1, 3)
+    if loss == 'corr': pts, ref = pts[ref != 0], ref[ref != 0]     # zero template voxels add nothing to a correlation
+    M = _rigid(params, centre)
+    field = _SmoothField(target, sigma, _bbox(pts @ M[:3, :3].T + M[:3, 3], m + 12, target.shape))
+    cost = lambda x: (lambda f, g: (f, g[:3]))(*_rigid_cost(np.r_[x, params[3]], pts, ref, field, centre, loss))
+    res = optimize.minimize(cost, np.asarray(params[:3], float), jac=True, method='L-BFGS-B', options=dict(gtol=1e-9))
+    return np.r_[res.x, params[3]], float(res.fun)
+
+# %% ../nbs/00_data_fix.ipynb #c628e503
+def refine_rigid(template:np.ndarray,  # on the tampered grid: the tampered heart mask, or a heart template
+                 target:np.ndarray,    # on a grid of the same kind: the clean heart mask, or a heart-likeness map
+                 params:np.ndarray,    # start: (φ degrees, ux, uy, uz voxels) about `centre`
+                 centre:np.ndarray,    # rotation centre (voxels)
+                 loss:str='ssd',       # 'ssd' of the smoothed masks, or 'corr' (maximise template·target)
+                 levels:tuple=((4., 4), (2., 2), (1., 1)), # (Gaussian σ, sampling stride) in voxels, coarse to fine
+                 support:np.ndarray=None, # voxels that matter (default: template != 0)
+                 z_steps:tuple=(-1, 0, 1), # whole-slice changes of uz tried at each level
+                )->tuple:              # (params, final cost)
+    "Coarse-to-fine fit of a rotation about z + 3D translation (uz in whole slices) matching `template`(o) to `target`(M·o)"
+    idx = np.argwhere(template != 0 if support is None else support)
+    params, centre = np.asarray(params, float), np.asarray(centre, float)
+    for sigma, stride in levels:
+        fits = [_fit_level(template, target, np.r_[params[:3], round(params[3]) + k], centre, loss, sigma, stride, idx) for k in z_steps]
+        params, cost = min(fits, key=lambda r: r[1])
+    return params, cost
+
+# %% ../nbs/00_data_fix.ipynb #d207fe88
+def inplane_axes(mask:np.ndarray)->tuple:
+    "(centroid in voxels, angle in degrees of the major axis of the in-plane second moments) of a 3D mask"
+    idx = np.argwhere(mask).astype(float)
+    if not len(idx): raise ValueError("empty mask: no heart voxels to register")
+    c = idx.mean(0); d = idx[:, :2] - c[:2]
+    w, v = np.linalg.eigh(d.T @ d/len(d))
+    return c, math.degrees(math.atan2(v[1, 1], v[0, 1]))
+
+# %% ../nbs/00_data_fix.ipynb #e73593c4
+def _polish_exact(tampered:np.ndarray, clean:np.ndarray, params:np.ndarray, centre:np.ndarray, steps=(2., 1., .5, .25, .12, .06, .03))->tuple:
+    "Pattern search on the exact forward model — the voxels where tampered(o) ≠ clean(round(M·o)) — then the centre of its zero set"
+    box = _bbox(np.argwhere(tampered), 2, tampered.shape)
+    pts = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box], indexing='ij'), -1).reshape(-1, 3).astype(float)
+    ref, B = tampered[box].ravel(), clean.astype(np.uint8)
+    def count(p):
+        M = _rigid(p, centre)
+        return int((ndi.map_coordinates(B, (pts @ M[:3, :3].T + M[:3, 3]).T, order=0) != ref).sum())
+    best = count(params)
+    for h in steps:                                                   # φ in degrees, ux, uy in voxels; uz stays whole
+        improved = True
+        while improved and best:
+            improved = False
+            for k, sgn in [(k, s) for k in range(3) for s in (-1, 1)]:
+                p = params.copy(); p[k] += sgn*h
+                if (c := count(p)) < best: params, best, improved = p, c, True
+    return (_zero_set_centre(count, params) if best == 0 else params), best
+
+def _zero_set_centre(count, params, rounds=2, tol=.005):
+    "Move each of φ, ux, uy to the middle of the interval over which `count` stays 0 (the transforms the labels cannot tell apart)"
+    def reach(k, sgn):
+        at = lambda d: count(np.r_[params[:k], params[k] + sgn*d, params[k+1:]]) == 0
+        lo, hi = 0., .25
+        while at(hi) and hi < 8: lo, hi = hi, 2*hi
+        while hi - lo > tol: lo, hi = ((lo + hi)/2, hi) if at((lo + hi)/2) else (lo, (lo + hi)/2)
+        return sgn*lo
+    for _ in range(rounds):
+        for k in range(3):
+            p = np.r_[params[:k], params[k] + (reach(k, -1) + reach(k, 1))/2, params[k+1:]]
+            if count(p) == 0: params = p                               # the zero set need not be convex
+    return params
+
+# %% ../nbs/00_data_fix.ipynb #1cb7637b
+def register_pair(tampered:np.ndarray, # tampered heart mask (GT.nii.gz == 2)
+                  clean:np.ndarray,    # clean heart mask on the same grid (GT2.nii.gz == 2)
+                 )->np.ndarray:        # 4×4 voxel matrix M with tampered(o) ≈ clean(M·o): the tampering matrix
+    "Estimate the course's tampering (rotation about z + 3D translation) by 3D registration of a tampered/clean heart pair"
+    A, B = tampered.astype(np.float32), clean.astype(np.float32)
+    (cA, aA), (cB, aB) = inplane_axes(tampered), inplane_axes(clean)
+    wrap = lambda a: (a + 180) % 360 - 180
+    starts = sorted({round(wrap(aB - aA + k), 3) for k in (0, 180)} | set(range(-180, 180, 45)))
+    coarse = [refine_rigid(A, B, np.r_[phi, cB - cA], cA, 'ssd', ((4., 4),), z_steps=(0,)) for phi in starts]
+    params, _ = refine_rigid(A, B, min(coarse, key=lambda r: r[1])[0], cA, 'ssd', ((2., 2), (1., 1)))
+    return _rigid(_polish_exact(tampered, clean, params, cA)[0], cA)
+
+# %% ../nbs/00_data_fix.ipynb #be7c5fab
+def heart_likeness(ct:np.ndarray,        # CT in HU
+                   gt:np.ndarray,        # labels (the other organs' are trusted; the heart's is ignored)
+                   hu:tuple=(-10., 320.), # soft tissue and (contrast) blood, HU
+                   ramp:float=30.,       # HU over which the score falls to 0 outside `hu`
+                  )->np.ndarray:         # float32: 1 heart-like, 0 not, -2 on another organ
+    "How plausible each voxel is as heart, from its (lightly smoothed) HU and the other organs' labels"
+    x = ndi.gaussian_filter(ct.astype(np.float32), 1.)
+    score = np.clip((x - hu[0] + ramp)/ramp, 0, 1)*np.clip((hu[1] + ramp - x)/ramp, 0, 1)
+    score[(gt == 1) | (gt == 3) | (gt == 4)] = -2
+    return score
+
+# %% ../nbs/00_data_fix.ipynb #db0526d4
+def heart_template(heart:np.ndarray, # heart mask
+                   spacing:tuple,     # voxel size (mm)
+                   shell_mm:float=8., # thickness of the shell around it
+                   w_shell:float=1.,  # weight of the shell (negative)
+                  )->np.ndarray:      # float32: +1 inside, -w_shell on the shell, 0 elsewhere
+    "A heart template for the blind fix: the heart, and the shell around it where a real heart has no more heart tissue"
+    box = _bbox(np.argwhere(heart), math.ceil(shell_mm/min(spacing)) + 1, heart.shape)
+    d = ndi.distance_transform_edt(~heart[box], sampling=spacing)
+    out = np.zeros(heart.shape, np.float32)
+    out[box] = np.where(heart[box], 1., np.where(d <= shell_mm, -w_shell, 0.))
+    return out
+
+# %% ../nbs/00_data_fix.ipynb #7edbab64
+def _downsample(vol:np.ndarray, f:tuple)->np.ndarray:
+    "Block means over `f` voxels per axis (a trailing partial block is dropped)"
+    s = [n//k*k for n, k in zip(vol.shape, f)]
+    v = vol[:s[0], :s[1], :s[2]].astype(np.float32)
+    return v.reshape(s[0]//f[0], f[0], s[1]//f[1], f[1], s[2]//f[2], f[2]).mean((1, 3, 5))
+
+def search_rigid_fft(template:np.ndarray, # on the tampered grid
+                     score:np.ndarray,    # where a heart should be, same grid
+                     centre:np.ndarray,   # rotation centre (voxels)
+                     angles:np.ndarray,   # candidate φ (degrees)
+                     factor:tuple=(2, 2, 1), # coarse scale (voxels per block)
+                    )->np.ndarray:        # (φ, ux, uy, uz) maximising Σ template(o)·score(M·o)
+    "Global search: for each angle, the correlation of the rotated template with `score` at every translation, by FFT"
+    T, P, f = _downsample(template, factor), _downsample(score, factor), np.array(factor, float)
+    c = (np.asarray(centre) - (f - 1)/2)/f
+    S2 = [2*n for n in P.shape]
+    FP, best = np.fft.rfftn(P, S2, axes=(0, 1, 2)), (-np.inf, None)
+    for phi in angles:
+        Rinv = _rot_z(-phi)
+        Tr = ndi.affine_transform(T, Rinv, offset=c - Rinv @ c, order=1)      # the template rotated by φ about c
+        C = np.fft.irfftn(FP*np.conj(np.fft.rfftn(Tr, S2, axes=(0, 1, 2))), S2, axes=(0, 1, 2))             # C[u] = Σₓ P(x)·Tr(x − u)
+        k = np.unravel_index(np.argmax(C), C.shape)
+        if C[k] > best[0]: best = (C[k], np.r_[phi, [(ki if ki < n else ki - m)*fi for ki, n, m, fi in zip(k, P.shape, S2, f)]])
+    return best[1]
+
+# %% ../nbs/00_data_fix.ipynb #7958baa6
+def register_blind(ct:np.ndarray,     # CT in HU
+                   gt:np.ndarray,     # tampered labels
+                   spacing:tuple,     # voxel size (mm)
+                   angles:np.ndarray=np.arange(-45., 46., 5.), # rotations searched (degrees)
+                  )->np.ndarray:      # 4×4 voxel matrix M with tampered(o) ≈ true heart(M·o)
+    "Estimate the tampering matrix with no clean labels: fit the tampered heart to the CT's heart-like region"
+    heart = gt == 2
+    template, score, c = heart_template(heart, spacing), heart_likeness(ct, gt), inplane_axes(heart)[0]
+    f = max(1, round(gt.shape[0]/96))                                   # coarse scale: ~96 voxels across
+    params = search_rigid_fft(template, score, c, angles, (f, f, max(1, round(f/2))))
+    levels = tuple((s, int(s)) for s in (4., 2., 1.) if s <= f) or ((1., 1),)
+    support = template != 0
+    params, cost = refine_rigid(template, score, params, c, 'corr', levels, support)
+    fits = [(params, cost)] + [_fit_level(template, score, np.r_[params[0] + k, params[1:]], c, 'corr', *levels[-1], np.argwhere(support))
+                               for k in (-4., -2., 2., 4.)]   # the angle's optimum is shallow: try its neighbourhood
+    return _rigid(min(fits, key=lambda r: r[1])[0], c)
+
+# %% ../nbs/00_data_fix.ipynb #29446b6e
+class LayoutError(ValueError):
+    "A SEGTHOR tree that cannot be fixed as asked, with the folder and the problem in the message"
+
+def _tree_info(root:Path)->tuple:
+    "(training patient folders with GT.nii.gz, phantom.json contents or {}, previous fix_report.json or {})"
+    if not (root/'train').is_dir(): raise LayoutError(f"{root}: no train/ folder (expected train/Patient_XX/GT.nii.gz)")
+    patients = [d for d in sorted((root/'train').iterdir()) if _PID.fullmatch(d.name) and (d/'GT.nii.gz').exists()]
+    if not patients: raise LayoutError(f"{root}/train: no Patient_XX folder with GT.nii.gz")
+    read = lambda f: json.loads((root/f).read_text()) if (root/f).exists() else {}
+    return patients, read('phantom.json'), read('fix_report.json')
+
+# %% ../nbs/00_data_fix.ipynb #7225b50e
+def _pooled(estimates:dict, scale:tuple)->np.ndarray:
+    "One course-family matrix from per-patient (φ, T4) estimates: their median angle and translation"
+    phi = float(np.median([e['phi_deg'] for e in estimates.values()]))
+    t = np.median([e['translation_vox'] for e in estimates.values()], axis=0)
+    return course_affine(scale, phi, shift=t/np.asarray(scale))
+
+def tamper_matrix(patients:list, # training patient folders
+                  method:str,    # 'known', 'pair' or 'blind'
+                  scale:tuple,   # grid / course size, for the course's parametrisation
+                  phantom:dict,  # phantom.json contents ({} for real data)
+                 )->tuple:       # (4×4 tampering matrix, {patient: estimate} for pair/blind)
+    "The course's tampering matrix of a tree: known, estimated from the GT2 pairs, or estimated blind from the CTs"
+    if method == 'known':
+        if phantom and not phantom.get('tampered'): raise LayoutError("phantom.json: this phantom tree is not tampered; nothing to fix")
+        return (np.array(phantom['matrix']) if phantom.get('matrix') else course_affine(scale)), {}
+    est = {}
+    for d in patients:
+        gt = load_volume(d/'GT.nii.gz', 'gt')[0]
+        if method == 'pair' and (d/'GT2.nii.gz').exists(): M = register_pair(gt == 2, load_volume(d/'GT2.nii.gz', 'gt')[0] == 2)
+        elif method == 'blind': ct, geom = load_volume(d/f'{d.name}.nii.gz', 'ct'); M = register_blind(ct, gt, geom.spacing)
+        else: continue
+        phi, t = course_params(M, scale); est[d.name] = dict(phi_deg=phi, translation_vox=list(t))
+    if not est: raise LayoutError(f"{patients[0].parent}: no patient has GT2.nii.gz (the pair method needs one clean label volume)")
+    return _pooled(est, scale), est
+
+# %% ../nbs/00_data_fix.ipynb #52f270c9
+def _place(src:Path, dst:Path):
+    "Put `src` at `dst` as a hard link (a copy across file systems), atomically"
+    with atomic_path(dst) as tmp:
+        os.remove(tmp)
+        try: os.link(src, tmp)
+        except OSError: shutil.copy2(src, tmp)
+
+def _copy_tree(src:Path, dest:Path):
+    "Link the parts of a SEGTHOR tree that a fix does not change into `dest`: CTs, GT2.nii.gz, test/ and phantom.json"
+    for d in sorted((src/'train').iterdir()):
+        for name in (f'{d.name}.nii.gz', 'GT2.nii.gz'):
+            if (d/name).exists(): _place(d/name, dest/'train'/d.name/name)
+    for f in sorted((src/'test').glob('*.nii.gz')) if (src/'test').is_dir() else []: _place(f, dest/'test'/f.name)
+    if (src/'phantom.json').exists(): _place(src/'phantom.json', dest/'phantom.json')
+
+# %% ../nbs/00_data_fix.ipynb #6494b24b
+def _fix_patient(d:Path, inv:np.ndarray, out:Path)->dict:
+    "Write one patient's fixed labels to `out` (original affine/header) and return its heart counts and Dice vs GT2"
+    gt, geom = load_volume(d/'GT.nii.gz', 'gt')
+    fixed = move_heart(gt, inv, keep_others=True)
+    others = (gt != 0) & (gt != 2)
+    if (fixed[others] != gt[others]).any(): raise AssertionError(f"{d}: the fix changed another organ")
+    save_volume(fixed, geom, out)
+    seen = ndi.affine_transform(np.ones(gt.shape, np.uint8), inv, order=0, cval=0).astype(bool)   # voxels whose tampered position was on the grid
+    rec = dict(heart_before=int((gt == 2).sum()), heart_after=int((fixed == 2).sum()),
+               heart_at_lost_edge=int(((fixed == 2) & ndi.binary_dilation(~seen)).sum()))
+    if (d/'GT2.nii.gz').exists():
+        clean = load_volume(d/'GT2.nii.gz', 'gt')[0] == 2
+        dc = lambda a: float(2*(a & clean).sum()/max(1, a.sum() + clean.sum()))
+        rec.update(dice_vs_clean_before=dc(gt == 2), dice_vs_clean=dc(fixed == 2))
+    return rec
+
+# %% ../nbs/00_data_fix.ipynb #ec292345
+def fix_tree(src:Path|str,       # tampered SEGTHOR tree (the course copy, or a tampered phantom)
+             dest:Path|str=None, # None: GT_fixed.nii.gz beside each GT.nii.gz; else a fixed copy of the tree here
+             method:str='known', # 'known' (the course matrix), 'pair' (from GT2 pairs) or 'blind' (from the CTs)
+            )->dict:             # the report, also written to fix_report.json
+    "Undo the course's heart tampering in every training patient, and report the transform and its effect"
+    start = time.time()
+    if method not in ('known', 'pair', 'blind'): raise ValueError(f"method must be 'known', 'pair' or 'blind', not {method!r}")
+    src = Path(src); patients, phantom, previous = _tree_info(src)
+    if previous.get('layout') == 'fixed copy': raise LayoutError(f"{src}: already a fixed copy (fix_report.json); fix the original tree")
+    if dest is not None and Path(dest).resolve() == src.resolve(): raise LayoutError(f"{dest}: the fixed copy must not replace the source tree")
+    W, H = load_volume(patients[0]/'GT.nii.gz')[1].shape[:2]
+    scale = tuple(phantom.get('scale') or (W/512, H/512, 1.))
+    M, est = tamper_matrix(patients, method, scale, phantom)
+    inv, root = np.linalg.inv(M), Path(dest) if dest is not None else src
+    if dest is not None: _copy_tree(src, root)
+    out = lambda d: root/'train'/d.name/'GT.nii.gz' if dest is not None else d/'GT_fixed.nii.gz'
+    phi, t = course_params(M, scale)
+    report = dict(method=method, src=str(src), layout='fixed copy' if dest is not None else 'GT_fixed beside GT',
+                  matrix=inv.tolist(), tamper_matrix=M.tolist(), phi_deg=phi, translation_vox=list(t), scale=list(scale), estimates=est,
+                  patients={d.name: _fix_patient(d, inv, out(d)) for d in patients})
+    if phantom.get('matrix'):
+        phi0, t_phantom = course_params(np.array(phantom['matrix']), scale)
+        report['error_vs_phantom'] = dict(phi_deg=phi - phi0, translation_vox=[a - b for a, b in zip(t, t_phantom)])
+    report['seconds'] = round(time.time() - start, 2)
+    with atomic_path(root/'fix_report.json') as tmp: tmp.write_text(json.dumps(report, indent=1))
+    return report
+
+# %% ../nbs/00_data_fix.ipynb #658a718a
+@call_parse
+def segthor_fix(src:str,            # tampered SEGTHOR tree
+                dest:str=None,      # write a fixed copy here (GT.nii.gz = fixed labels) instead of GT_fixed.nii.gz beside each GT
+                method:str='known', # known | pair | blind
+               ):
+    "Undo the course's heart displacement: write GT_fixed.nii.gz (or a fixed copy of the tree) and fix_report.json"
+    try: r = fix_tree(src, dest, method)
+    except (LayoutError, VolumeError, ValueError) as e: print(f"segthor-fix: {e}"); raise SystemExit(1)
+    print(f"{method}: φ = {r['phi_deg']:.3f}°, T4 = ({', '.join(f'{v:.2f}' for v in r['translation_vox'])}) voxels; "
+          f"{len(r['patients'])} patients fixed ({r['layout']}) in {r['seconds']:.1f} s; report {Path(dest or src)/'fix_report.json'}")
+    for pid, p in r['patients'].items():
+        if 'dice_vs_clean' in p: print(f"{pid}: heart Dice vs GT2 {p['dice_vs_clean_before']:.3f} → {p['dice_vs_clean']:.4f}")

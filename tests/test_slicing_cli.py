@@ -1,0 +1,117 @@
+"""`segthor-slice`, `segthor-stitch` and `segthor-toy2` end to end as subprocesses, on tiny phantoms: the study's flags,
+worker processes, a run killed mid-way and resumed, one-line errors; and a DataLoader with worker processes on the
+decode-once cache."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np, pytest, torch
+from segthor_nb.data_fix import write_phantom, load_volume
+from segthor_nb.slicing import SliceDataset, make_loader, read_png, write_toy2
+
+BIN = Path(sys.executable).parent
+
+
+def run(exe, *args, **kw):
+    return subprocess.run([str(BIN/exe), *map(str, args)], capture_output=True, text=True, **kw)
+
+
+def pngs(d):
+    "{relative path: bytes} of every PNG under d"
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(Path(d).rglob('*.png'))}
+
+
+@pytest.fixture(scope='module')
+def tree(tmp_path_factory):
+    return write_phantom(tmp_path_factory.mktemp('slc')/'phantom', n_patients=6, shape=(48, 48), n_slices=8, seed=2, n_test=2)
+
+
+def test_study_flags_processes_and_splits(tree, tmp_path):
+    r = run('segthor-slice', '--source_dir', tree, '--dest_dir', tmp_path/'p2', '--shape', 32, 40, '--retains', 2, '-p', 2)
+    assert r.returncode == 0, r.stderr
+    assert 'train 4 / val 2 / test 2' in r.stdout and 'sliced 8' in r.stdout
+    geo = {s: json.loads((tmp_path/'p2'/s/'geometry.json').read_text()) for s in ('train', 'val', 'test')}
+    assert sorted(geo['test']) == ['Patient_41', 'Patient_42'] and all(g['gt'] is None for g in geo['test'].values())
+    assert all(g['slice_shape'] == [32, 40] and g['shape'] == [48, 48, 8] for s in geo.values() for g in s.values())
+    assert read_png(tmp_path/'p2/val/img'/f"{sorted(geo['val'])[0]}_0003.png").shape == (32, 40)
+    # the hyphenated spelling, one process: the same bytes
+    r = run('segthor-slice', '--source-dir', tree, '--dest-dir', tmp_path/'p1', '--shape', 32, 40, '--retains', 2)
+    assert r.returncode == 0, r.stderr
+    assert pngs(tmp_path/'p2') == pngs(tmp_path/'p1') and len(pngs(tmp_path/'p1')) == 2*8*8
+    # a rerun skips everything
+    r = run('segthor-slice', '--source_dir', tree, '--dest_dir', tmp_path/'p2', '--shape', 32, 40, '--retains', 2, '-p', 2)
+    assert r.returncode == 0 and 'sliced 0, 8 already complete' in r.stdout
+
+
+def test_manual_split_through_the_cli(tmp_path):
+    src = write_phantom(tmp_path/'forty', n_patients=40, shape=(32, 32), n_slices=3, seed=0)
+    r = run('segthor-slice', '--source_dir', src, '--dest_dir', tmp_path/'out', '--shape', 16, 16, '--retains', 12,
+            '--create_test', '--retains_test', 4, '--seed', 0, '-p', 2)
+    assert r.returncode == 0, r.stderr
+    assert 'train 28 / val 8 / test 4' in r.stdout
+    assert sorted(json.loads((tmp_path/'out/test/geometry.json').read_text())) == ['Patient_01', 'Patient_13', 'Patient_22', 'Patient_28']
+    assert sorted(json.loads((tmp_path/'out/val/geometry.json').read_text())) == [f'Patient_{i:02d}' for i in (2, 6, 8, 16, 21, 30, 35, 39)]
+    assert {p.name[:10] for p in (tmp_path/'out/test/gt').iterdir()} == {'Patient_01', 'Patient_13', 'Patient_22', 'Patient_28'}
+    assert set(np.unique(read_png(tmp_path/'out/test/gt/Patient_13_0001.png'))) <= {0, 63, 126, 189, 252}  # labelled test
+
+
+def test_killed_run_resumes_to_the_same_bytes(tmp_path):
+    src = write_phantom(tmp_path/'big', n_patients=5, shape=(256, 256), n_slices=48, seed=4, workers=2)
+    args = ['--source_dir', src, '--shape', 256, 256, '--retains', 1]
+    assert run('segthor-slice', *args, '--dest_dir', tmp_path/'clean').returncode == 0
+    killed = tmp_path/'killed'
+    p = subprocess.Popen([str(BIN/'segthor-slice'), *map(str, args), '--dest_dir', str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    n_img = lambda: len(os.listdir(killed/'train/img')) if (killed/'train/img').is_dir() else 0
+    while n_img() < 48 + 8 and p.poll() is None and time.time() - t0 < 60: time.sleep(0.002)   # the 2nd patient is being written
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    done = json.loads((killed/'train/geometry.json').read_text())
+    assert 1 <= len(done) < 4, 'the kill should land before the run finished'
+    started = {f.name[:10] for f in (killed/'train/img').iterdir()} - set(done)
+    assert started, 'a patient was being written when killed'
+    r = run('segthor-slice', *args, '--dest_dir', killed)
+    assert r.returncode == 0, r.stderr
+    assert f'{len(done)} already complete' in r.stdout
+    assert pngs(killed) == pngs(tmp_path/'clean')
+    assert not [f for f in killed.rglob('.*') if '.tmp' in f.name]
+
+
+def test_errors_are_one_line(tree, tmp_path):
+    r = run('segthor-slice', '--source_dir', tmp_path/'nowhere', '--dest_dir', tmp_path/'x')
+    assert r.returncode == 1 and r.stderr.strip().count('\n') == 0 and 'nowhere: no train/ folder' in r.stderr
+    r = run('segthor-slice', '--source_dir', tree, '--dest_dir', tmp_path/'x', '--retains', 2, '--gt_name', 'GT_fixed.nii.gz')
+    assert r.returncode == 1 and 'GT_fixed.nii.gz: not found (--gt_name GT_fixed.nii.gz)' in r.stderr
+    r = run('segthor-stitch', '--data_folder', tmp_path, '--dest_folder', tmp_path/'y')
+    assert r.returncode == 1 and 'no PNG slices' in r.stderr
+
+
+def test_stitch_cli(tree, tmp_path):
+    pattern = str(tree/'train/{id_}/GT.nii.gz')
+    for shape in ((48, 48), (32, 32)):
+        d = tmp_path/f's{shape[0]}'
+        assert run('segthor-slice', '--source_dir', tree, '--dest_dir', d, '--shape', *shape, '--retains', 2).returncode == 0
+        r = run('segthor-stitch', '--data_folder', d/'val/gt', '--dest_folder', d/'vol', '--num_classes', 5,
+                '--grp_regex', r'(Patient_\d\d)_\d\d\d\d', '--source_scan_pattern', pattern)
+        assert r.returncode == 0, r.stderr
+        vols = sorted((d/'vol').iterdir())
+        assert len(vols) == 2
+        for f in vols:
+            st, g = load_volume(f, 'gt'); gt, h = load_volume(pattern.format(id_=f.name[:10]), 'gt')
+            np.testing.assert_allclose(g.affine, h.affine)
+            if shape == (48, 48): assert (st == gt).all()       # native slice size: the identity
+            else: assert 2*((st > 0) & (gt > 0)).sum()/((st > 0).sum() + (gt > 0).sum()) > 0.8
+
+
+def test_toy2_cli(tmp_path):
+    r = run('segthor-toy2', '--dest', tmp_path/'cli', '--n_train', 6, '--n_val', 2)
+    assert r.returncode == 0, r.stderr
+    assert pngs(tmp_path/'cli') == pngs(write_toy2(tmp_path/'api', 6, 2)) and len(pngs(tmp_path/'cli')) == 16
+    g = read_png(tmp_path/'cli/val/gt/00001.png'); assert set(np.unique(g)) == {0, 255}
+
+
+def test_loader_workers_share_the_cache(tree, tmp_path):
+    assert run('segthor-slice', '--source_dir', tree, '--dest_dir', tmp_path, '--shape', 32, 32, '--retains', 2).returncode == 0
+    ds = SliceDataset(tmp_path, 'train', 5)
+    one = {s: g for b in make_loader(ds, 4) for s, g in zip(b['stems'], b['gts'])}
+    two = {s: g for b in make_loader(ds, 4, shuffle=True, num_workers=2) for s, g in zip(b['stems'], b['gts'])}
+    assert sorted(one) == sorted(two) == ds.names
+    assert all(torch.equal(one[s], two[s]) for s in one)
+    assert len(list((tmp_path/'train').glob('.slices-*.npy'))) == 1
