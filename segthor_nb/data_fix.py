@@ -12,16 +12,19 @@ from pathlib import Path
 import numpy as np, nibabel as nib
 from scipy import ndimage as ndi, optimize
 from typing import Annotated
-from fastcore.script import call_parse
+from fastcore.script import call_parse, parse_cli
+import re, sys
+from functools import wraps
 import matplotlib.pyplot as plt
 from matplotlib.colors import ListedColormap
 
 # %% auto #0
 __all__ = ['CLASSES', 'ORGAN_CMAP', 'SEGTHOR_FACTS', 'SPACING_SLACK_MM', 'AFFINE_TOL_VOX', 'atomic_path', 'VolumeError',
            'Geometry', 'load_volume', 'save_volume', 'phantom_anatomy', 'make_phantom', 'show_labels', 'course_affine',
-           'move_heart', 'write_phantom', 'segthor_phantom', 'validate_patient', 'validate_tree', 'segthor_validate',
-           'course_params', 'refine_rigid', 'inplane_axes', 'register_pair', 'heart_likeness', 'heart_template',
-           'search_rigid_fft', 'register_blind', 'LayoutError', 'tamper_matrix', 'fix_tree', 'segthor_fix']
+           'move_heart', 'write_phantom', 'study_flags', 'study_call_parse', 'segthor_phantom', 'validate_patient',
+           'validate_tree', 'segthor_validate', 'course_params', 'refine_rigid', 'inplane_axes', 'register_pair',
+           'heart_likeness', 'heart_template', 'search_rigid_fft', 'register_blind', 'LayoutError', 'tamper_matrix',
+           'fix_tree', 'segthor_fix']
 
 # %% ../nbs/00_data_fix.ipynb #9937b6a4
 CLASSES = ['background', 'esophagus', 'heart', 'trachea', 'aorta']
@@ -426,7 +429,24 @@ def write_phantom(dest:Path|str,       # root of the SEGTHOR-layout tree to writ
     return dest
 
 # %% ../nbs/00_data_fix.ipynb #35819a73
-@call_parse
+def study_flags(argv:list)->list:
+    "The study's `--flag_name` spelling of command-line flags as fastcore's `--flag-name` (values untouched)"
+    return [re.sub(r'^--[^=]+', lambda m: m[0].replace('_', '-'), a) if a.startswith('--') else a for a in argv]
+
+def study_call_parse(func):
+    "`call_parse` that also accepts underscores in flags, and exits with one line on a user error (`ValueError` subclasses: `VolumeError`, `LayoutError`, …)"
+    @wraps(func)
+    def _f(*args, **kwargs):
+        if args or kwargs: return func(*args, **kwargs)
+        sys.argv[1:] = study_flags(sys.argv[1:])
+        pargs, kw, _ = parse_cli(func)
+        try: res = func(*pargs, **kw)
+        except ValueError as e: raise SystemExit(f"{Path(sys.argv[0]).name}: {e}")
+        return res if isinstance(res, int) else None
+    return _f
+
+# %% ../nbs/00_data_fix.ipynb #02f92f64
+@study_call_parse
 def segthor_phantom(dest:str='data/phantom', # root of the SEGTHOR-layout tree to write
                     n_patients:int=40,       # labelled patients
                     shape:Annotated[int, {'nargs': 2}]=(512, 512), # in-plane size (two ints)
@@ -562,7 +582,7 @@ def _tree_summary(root:Path, geoms:dict, n_labels:int)->str:
     return (f"{root}: {n_train} training + {n_test} test patients, {len(geoms) + n_labels} volumes, {sum(S)} slices "
             f"({min(S)}–{max(S)} per CT), in-plane spacing {min(xy):.3f}–{max(xy):.3f} mm, slice spacing {min(z):.2f}–{max(z):.2f} mm: no problems")
 
-@call_parse
+@study_call_parse
 def segthor_validate(root:str,         # SEGTHOR-layout root (train/Patient_XX/…, optional test/)
                      strict:bool=False, # also check SEGTHOR's acquisition facts (512², 135–284 slices, spacing, int16/int32)
                     ):
@@ -892,7 +912,7 @@ def fix_tree(src:Path|str,       # tampered SEGTHOR tree (the course copy, or a 
     return report
 
 # %% ../nbs/00_data_fix.ipynb #658a718a
-@call_parse
+@study_call_parse
 def segthor_fix(src:str,            # tampered SEGTHOR tree
                 dest:str=None,      # write a fixed copy here (GT.nii.gz = fixed labels) instead of GT_fixed.nii.gz beside each GT
                 method:str='known', # known | pair | blind

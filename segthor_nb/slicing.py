@@ -17,14 +17,14 @@ from torch.utils.data import Dataset, DataLoader
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 from fastcore.script import parse_cli
-from .data_fix import CLASSES, Geometry, VolumeError, load_volume, save_volume, atomic_path, _as_ct, _as_labels
+from .data_fix import CLASSES, Geometry, VolumeError, load_volume, save_volume, atomic_path, _as_ct, _as_labels, study_flags, study_call_parse
 
 # %% auto #0
 __all__ = ['PNG_IMAGE', 'PNG_LABELS', 'INFLATERS', 'SlicingError', 'IntensityMap', 'resize_slice', 'resize_labels', 'write_png',
-           'read_png', 'split_patients', 'patient_ids', 'read_volume', 'slice_patient', 'slice_tree', 'study_flags',
-           'study_call_parse', 'segthor_slice', 'toy2_sample', 'write_toy2', 'segthor_toy2', 'slice_arrays', 'equalize',
-           'SliceDataset', 'make_loader', 'stitch_volume', 'read_geometry', 'record_geometry', 'stitch_geometry',
-           'png_labels', 'stitch_folder', 'segthor_stitch']
+           'read_png', 'split_patients', 'patient_ids', 'read_volume', 'slice_patient', 'slice_tree', 'segthor_slice',
+           'toy2_sample', 'write_toy2', 'segthor_toy2', 'slice_arrays', 'equalize', 'SliceDataset', 'make_loader',
+           'stitch_volume', 'read_geometry', 'record_geometry', 'stitch_geometry', 'png_labels', 'stitch_folder',
+           'segthor_stitch']
 
 # %% ../nbs/01_slicing.ipynb #d5c18040
 class SlicingError(ValueError):
@@ -276,23 +276,6 @@ def slice_tree(source_dir:Path|str,     # SEGTHOR-layout root: train/Patient_XX/
         records[j[0]][j[1]] = rec
         _save_records(dest/j[0], records[j[0]])
     return dict(splits=splits, sliced=len(todo), skipped=len(jobs) - len(todo), seconds=round(time.time() - t0, 2))
-
-# %% ../nbs/01_slicing.ipynb #c78b31de
-def study_flags(argv:list)->list:
-    "The study's `--flag_name` spelling of command-line flags as fastcore's `--flag-name` (values untouched)"
-    return [re.sub(r'^--[^=]+', lambda m: m[0].replace('_', '-'), a) if a.startswith('--') else a for a in argv]
-
-def study_call_parse(func):
-    "`call_parse` that also accepts underscores in flags, and exits with one line on a `SlicingError`/`VolumeError`"
-    @wraps(func)
-    def _f(*args, **kwargs):
-        if args or kwargs: return func(*args, **kwargs)
-        sys.argv[1:] = study_flags(sys.argv[1:])
-        pargs, kw, _ = parse_cli(func)
-        try: res = func(*pargs, **kw)
-        except (SlicingError, VolumeError) as e: raise SystemExit(f"{Path(sys.argv[0]).name}: {e}")
-        return res if isinstance(res, int) else None
-    return _f
 
 # %% ../nbs/01_slicing.ipynb #2fc49e16
 @study_call_parse
