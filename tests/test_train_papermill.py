@@ -1,0 +1,46 @@
+"""nbs/04_train.ipynb as a papermill experiment: its `parameters` cell survives `nbdev-clean`, and a headless run of a
+tiny configuration leaves the executed notebook (with its curves) beside the checkpoints."""
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+import nbformat, pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+NB = ROOT/'nbs'/'04_train.ipynb'
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", 'OMP_NUM_THREADS': '1'}
+
+
+def tagged(nb):
+    return [i for i, c in enumerate(nb.cells) if 'parameters' in c.metadata.get('tags', [])]
+
+
+def test_parameters_tag_survives_nbdev_clean(tmp_path):
+    nb = nbformat.read(NB, 4)
+    assert len(tagged(nb)) == 1
+    i = tagged(nb)[0]
+    assert all(c.cell_type == 'code' and 'import' in c.source for c in nb.cells[1:i])   # right after the imports
+    nb.cells[i].metadata.update(collapsed=True, scrolled=True, execution={'iopub.status.busy': '2024-01-01'})
+    dirty = tmp_path/'04_train.ipynb'; nbformat.write(nb, dirty)
+    r = subprocess.run([str(BIN/'nbdev-clean'), '--fname', str(dirty)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    clean = nbformat.read(dirty, 4)
+    assert tagged(clean) == [i] and dict(clean.cells[i].metadata) == {'tags': ['parameters']}
+
+
+def test_papermill_runs_a_tiny_experiment(tmp_path):
+    dest = tmp_path/'runs'/'x'
+    out = dest/'04_train.ipynb'; dest.mkdir(parents=True)        # papermill writes into an existing folder
+    r = subprocess.run([str(BIN/'papermill'), str(NB), str(out), '--cwd', str(ROOT/'nbs'),
+                        '-p', 'dataset', 'PHANTOM', '-p', 'epochs', '2', '-p', 'dest', str(dest),
+                        '-y', 'phantom: {n_patients: 3, size: 32, n_slices: 8, retains: 1}'],
+                       capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0, r.stderr[-4000:]
+    ran = nbformat.read(out, 4)
+    injected = [c for c in ran.cells if 'injected-parameters' in c.metadata.get('tags', [])]
+    assert injected and "epochs = 2" in injected[0].source
+    history = pd.read_csv(dest/'history.csv')
+    assert len(history) == 2 and (history.train_loss > 0).all()
+    assert {'best.safetensors', 'last.safetensors', 'last_state.pt', 'curves.png', 'overlays.png', 'config.json'} <= {p.name for p in dest.iterdir()}
+    assert json.loads((dest/'config.json').read_text())['epochs'] == 2
+    i = next(i for i, c in enumerate(ran.cells) if c.cell_type == 'markdown' and "experiment" in c.source and c.source.startswith('## '))
+    assert any('image/png' in o.get('data', {}) for c in ran.cells[i:] for o in c.get('outputs', []))   # the curves, inline
