@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 DEMO   ?= data/demo
 
-.PHONY: install demo test test-all gates readme docs clean-nbs export
+.PHONY: install demo test test-all gates readme docs docs-check clean-nbs export
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -31,5 +31,8 @@ gates: install           ## what CI checks before testing: clean notebooks, pack
 readme: install
 	$(BIN)/python tools/readme.py
 
-docs: install            ## offline docs site: nbdev-proc-nbs, then smalldocs (Quarto cannot be installed here)
-	cd $(CURDIR) && $(BIN)/nbdev-proc-nbs && $(BIN)/smalldocs render _proc
+docs: install            ## offline docs site in _site/: nbdev's processors + smalldocs (Quarto cannot be installed here)
+	$(BIN)/python tools/docs.py --dest _site --strict
+
+docs-check: docs         ## the site in headless Chromium (apt: chromium chromium-driver); screenshots in _site_shots/
+	$(BIN)/python tools/check_docs.py --site _site --shots _site_shots

@@ -798,7 +798,7 @@ def search_rigid_fft(template:np.ndarray, # on the tampered grid
 def register_blind(ct:np.ndarray,     # CT in HU
                    gt:np.ndarray,     # tampered labels
                    spacing:tuple,     # voxel size (mm)
-                   angles:np.ndarray=np.arange(-45., 46., 5.), # rotations searched (degrees)
+                   angles:tuple=tuple(range(-45, 46, 5)), # rotations searched (degrees)
                   )->np.ndarray:      # 4×4 voxel matrix M with tampered(o) ≈ true heart(M·o)
     "Estimate the tampering matrix with no clean labels: fit the tampered heart to the CT's heart-like region"
     heart = gt == 2

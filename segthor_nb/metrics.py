@@ -361,11 +361,12 @@ def find_label_volumes(folder:Path|str,   # folder searched recursively for .nii
     "Label volumes by patient id: `Patient_XX` in the file name, or `Patient_XX/<gt_name>`"
     found, folder = {}, Path(folder)
     if not folder.is_dir(): raise VolumeError(f"{folder}: not a folder")
-    for f in sorted(folder.rglob('*.nii*')):
-        if not f.name.endswith(('.nii', '.nii.gz')): continue
-        in_layout = gt_name is not None and _PATIENT.fullmatch(f.parent.name) and (f.parent/gt_name).exists()
-        if in_layout and f.name != gt_name: continue  # the CT and other files beside the labels
-        m = _PATIENT.fullmatch(f.parent.name) if in_layout else _PATIENT.search(f.name)
+    files = [f for f in sorted(folder.rglob('*.nii*')) if f.name.endswith(('.nii', '.nii.gz'))]
+    is_label = lambda f: f.name == gt_name and _PATIENT.fullmatch(f.parent.name)
+    layout = gt_name is not None and any(map(is_label, files))  # SEGTHOR layout: only Patient_XX/<gt_name> counts
+    for f in files:
+        if layout and not is_label(f): continue  # CTs beside the labels, unlabelled test/Patient_XX.nii.gz, other files
+        m = _PATIENT.fullmatch(f.parent.name) if layout else _PATIENT.search(f.name)
         if m is None: continue
         pid = f'Patient_{int(m.group(1)):02d}'
         if pid in found: raise VolumeError(f"{folder}: two volumes for {pid}: {found[pid]} and {f}")

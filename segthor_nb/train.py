@@ -35,10 +35,10 @@ from .losses import LOSSES, get_loss, deep_supervision_loss
 __all__ = ['DATASETS', 'SAM_MODELS', 'OPTIMIZERS', 'CLIP_NORM', 'HEART', 'AUGMENTATIONS', 'RESULT_FILES', 'RESUMABLE',
            'TrainError', 'model_key', 'TrainConfig', 'seed_everything', 'rng_state', 'set_rng_state', 'make_optimizer',
            'lr_factor', 'warmup_cosine', 'AdaptiveSampler', 'affine_matrix', 'warp', 'study_params', 'nnunet_params',
-           'intensity_transform', 'augment_batch', 'tiny_phantom', 'TrainSlices', 'one_hot', 'DiceMeter', 'all_sum',
-           'checkpoint_keys', 'save_last', 'finish_last', 'load_last', 'check_dest', 'write_history', 'plot_curves',
-           'overlay_figure', 'start_wandb', 'dist_env', 'build_model', 'Trainer', 'load_split', 'freeze_eval',
-           'float_outputs', 'train', 'segthor_train']
+           'intensity_transform', 'augment_batch', 'tiny_phantom', 'random_patches', 'TrainSlices', 'one_hot',
+           'DiceMeter', 'all_sum', 'checkpoint_keys', 'save_last', 'finish_last', 'load_last', 'check_dest',
+           'write_history', 'plot_curves', 'overlay_figure', 'start_wandb', 'dist_env', 'build_model', 'Trainer',
+           'load_split', 'freeze_eval', 'float_outputs', 'train', 'segthor_train']
 
 # %% ../nbs/04_train.ipynb #01b20e32
 DATASETS = {
@@ -74,6 +74,7 @@ class TrainConfig:
     use_sampler:bool=False             # the adaptive sampler (all foreground slices, background ones with p = epoch/epochs)
     augment:bool=False                 # the study's augmentation
     augment_nnunet:bool=False          # nnU-Net-style augmentation
+    patch_size:int|None=None           # train on random patch_size² crops (2/3 centred on an organ); None: whole slices
     model:str|None=None                # ENet, shallow, samed, samed_fast or SAM2UNet; None: the dataset's
     optimizer:str='adamw'              # adam, sgd, adamw or sgd-wd
     dataset:str='SEGTHOR'              # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM
@@ -325,6 +326,25 @@ def tiny_phantom(root:Path|str,     # gets source/ (SEGTHOR layout) and the slic
         slice_tree(src, root, (size, size), retains=retains, progress=False)
     return root
 
+# %% ../nbs/04_train.ipynb #46fd8873
+def random_patches(images:Tensor,  # (B, C, H, W)
+                   labels:Tensor,  # (B, H, W) class indices
+                   keys:list,      # per sample, the generator key, e.g. (seed, epoch, slice index)
+                   size:int,       # patch side, ≤ H and W
+                   fg_prob:float=2/3, # chance that a patch is centred on a foreground pixel (if the sample has one)
+                  )->tuple:        # (images, labels) of shape (B, C, size, size), (B, size, size)
+    "Crop one `size`² patch per sample, the same window from the image and its labels"
+    H, W = images.shape[-2:]
+    if size > min(H, W): raise TrainError(f"--patch_size {size} is larger than the {H}×{W} slices")
+    xs, ys = [], []
+    for i, k in enumerate(keys):
+        rng = np.random.default_rng([int(v) for v in k] + [1])          # not the augmentation's stream
+        fg = torch.nonzero(labels[i] > 0)
+        r, c = fg[rng.integers(len(fg))].tolist() if len(fg) and rng.random() < fg_prob else (rng.integers(H), rng.integers(W))
+        r0, c0 = int(np.clip(r - size//2, 0, H - size)), int(np.clip(c - size//2, 0, W - size))
+        xs.append(images[i, :, r0:r0 + size, c0:c0 + size]); ys.append(labels[i, r0:r0 + size, c0:c0 + size])
+    return torch.stack(xs), torch.stack(ys)
+
 # %% ../nbs/04_train.ipynb #f20499bc
 class TrainSlices(Dataset):
     "A `SliceDataset` as compact items: image (1, H, W) float, class map (H, W) uint8, and the slice index"
@@ -435,14 +455,17 @@ def plot_curves(history:list,        # rows as logged by `train`
     "Loss, Dice (3D per class and foreground mean, 2D mean dashed) and learning rate per epoch"
     df = pd.DataFrame(history); fig, (a, b, c) = plt.subplots(1, 3, figsize=(10, 2.8))
     a.plot(df.epoch, df.train_loss, label='train')
-    if 'val_loss' in df: a.plot(df.epoch, df.val_loss, 'o-', ms=3, label='val')
+    v = df.dropna(subset=['dice3d_fg']) if 'dice3d_fg' in df else df.iloc[:0]   # the validated epochs (see `val_every`)
+    if len(v): a.plot(v.epoch, v.val_loss, 'o-', ms=3, label='val')
     for n in names[1:]:
-        if f'dice3d_{n}' in df: b.plot(df.epoch, df[f'dice3d_{n}'], lw=1, label=n)
-    if 'dice3d_fg' in df: b.plot(df.epoch, df.dice3d_fg, 'k', lw=2, label='3D, mean'); b.plot(df.epoch, df.dice2d_fg, 'k--', lw=1, label='2D (study), mean')
+        if f'dice3d_{n}' in v: b.plot(v.epoch, v[f'dice3d_{n}'], lw=1, label=n)
+    if len(v): b.plot(v.epoch, v.dice3d_fg, 'k', lw=2, label='3D, mean'); b.plot(v.epoch, v.dice2d_fg, 'k--', lw=1, label='2D (study), mean')
     c.plot(df.epoch, df.lr)
     for ax, t in zip((a, b, c), ('loss', 'validation Dice', 'learning rate')):
         ax.set(title=t, xlabel='epoch'); ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    a.legend(fontsize=7); b.legend(fontsize=7); b.set_ylim(0, 1); plt.tight_layout()
+    for ax in (a, b):
+        if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7)
+    b.set_ylim(0, 1); plt.tight_layout()
     if path is not None:
         with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=60)
     return fig
@@ -453,7 +476,7 @@ def overlay_figure(images:Tensor, labels:Tensor, preds:Tensor, value_range:tuple
     window = ((value_range[0] + value_range[1])/2, value_range[1] - value_range[0])
     for i, row in enumerate(axs):
         for ax, lab, t in zip(row, (None, labels[i], preds[i]), ('image', 'ground truth', 'prediction')):
-            show_labels(images[i, 0].cpu().numpy().T, None if lab is None else lab.cpu().numpy().T, ax, window, f"{titles[i] if titles else ''} {t}")
+            show_labels(images[i, 0].cpu().numpy(), None if lab is None else lab.cpu().numpy(), ax, window, f"{titles[i] if titles else ''} {t}")
     plt.tight_layout()
     return fig
 
@@ -568,6 +591,8 @@ def batch_to_device(self:Trainer, batch:dict, epoch:int|None=None)->tuple:
     kind = 'study' if self.cfg.augment else 'nnunet' if self.cfg.augment_nnunet else None
     if epoch is not None and kind:
         x, y = augment_batch(x, y, [(self.cfg.seed, epoch, int(i)) for i in idx.tolist()], kind, self.value_range)
+    if epoch is not None and self.cfg.patch_size:
+        x, y = random_patches(x, y, [(self.cfg.seed, epoch, int(i)) for i in idx.tolist()], self.cfg.patch_size)
     return x, y.long(), idx
 
 @patch
@@ -754,6 +779,7 @@ def segthor_train(epochs:int=200,                   # passes over the (sampled) 
                   use_sampler:bool=False,           # adaptive sampler: background slices with probability epoch/epochs
                   augment:bool=False,               # the study's augmentation
                   augment_nnunet:bool=False,        # nnU-Net-style augmentation
+                  patch_size:int=None,              # train on random crops of this size (2/3 centred on an organ)
                   model:str=None,                   # ENet, shallow, samed, samed_fast or SAM2UNet (default: the dataset's)
                   optimizer:Annotated[str, {'choices': OPTIMIZERS}]='adamw', # adam, sgd, adamw or sgd-wd
                   dataset:Annotated[str, {'choices': list(DATASETS)}]='SEGTHOR', # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM

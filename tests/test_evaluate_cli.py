@@ -1,0 +1,97 @@
+"""`segthor-test3d` and `segthor-test` end to end, as subprocesses, on a tiny phantom and a one-epoch ENet."""
+import json, os, subprocess, sys
+from pathlib import Path
+import numpy as np, pandas as pd, pytest, torch
+from segthor_nb.data_fix import load_volume
+from segthor_nb.metrics import find_label_volumes, score_folders
+from segthor_nb.models import save_weights
+from segthor_nb.sam import get_model
+from segthor_nb.slicing import read_png
+from segthor_nb.train import tiny_phantom, train
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+
+def run(cmd, *args):
+    return subprocess.run([str(BIN/cmd), *map(str, args)], capture_output=True, text=True, env=ENV)
+
+
+def one_line_error(r):
+    "The command failed with exactly one line on stderr (warnings aside)"
+    lines = [l for l in r.stderr.strip().splitlines() if 'Warning' not in l and not l.startswith(' ')]
+    assert r.returncode != 0 and len(lines) == 1, r.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+    "A tiny sliced phantom (3 patients, 1 for validation) and a one-epoch ENet trained on it"
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp('evaluate')
+    root = tiny_phantom(tmp/'data', n_patients=3, size=32, n_slices=8, retains=1)
+    train(dataset='PHANTOM', data_root=str(root), dest=str(tmp/'run'), epochs=1, batch_size=4, num_workers=0, progress=False,
+          deterministic=True)
+    return tmp/'run'
+
+
+def test_test3d_predicts_on_the_native_grid_and_scores_like_score_folders(run_dir):
+    root = Path(json.loads((run_dir/'config.json').read_text())['data_root'])
+    dest = run_dir.parent/'eval3d'
+    r = run('segthor-test3d', '--from_checkpoint', run_dir/'best.safetensors', '--split', 'val', '--source_dir', root/'source',
+            '--dest', dest)
+    assert r.returncode == 0, r.stderr
+    assert 'misses' in r.stdout and 'heart' in r.stdout and 'scored in 3D' in r.stdout
+    gts = find_label_volumes(root/'source', 'GT.nii.gz')
+    preds = sorted((dest/'predictions').glob('*.nii.gz'))
+    assert [p.name for p in preds] == ['Patient_01.nii.gz']                 # the validation patient of the split
+    pred, p_geom = load_volume(preds[0], 'gt')
+    gt, g_geom = load_volume(gts['Patient_01'], 'gt')
+    assert pred.shape == gt.shape and np.allclose(p_geom.affine, g_geom.affine) and pred.max() <= 4
+    res = pd.read_csv(dest/'results3d.csv')
+    ref = score_folders(dest/'predictions', root/'source')                # every source patient, so restrict to the split's
+    ref = ref[ref.patient == 'Patient_01'].reset_index(drop=True)
+    pd.testing.assert_frame_equal(res, ref, check_dtype=False)
+    assert np.isfinite(res[res.metric == 'dice']['value']).all()
+    dice = np.load(dest/'course'/'dice.npy')
+    assert dice.shape == (1, 5, 1) and np.isnan(dice[0, 0, 0])
+    assert dice[0, 2, 0] == res.query("`class` == 2 and metric == 'dice'")['value'].item()
+    assert {'summary.csv', 'summary.md', 'organ_dice.png', 'violins_hd95.png'} <= {p.name for p in dest.iterdir()}
+    before = (dest/'results3d.csv').read_bytes()
+    assert one_line_error(run('segthor-test3d', '--weights', run_dir, '--split', 'val', '--dest', dest)).endswith('pass --overwrite to replace it')
+    assert (dest/'results3d.csv').read_bytes() == before
+    r = run('segthor-test3d', '--model-path', run_dir, '--split', 'val', '--dest', dest, '--overwrite', '--lcc')  # GT slices stitched back
+    assert r.returncode == 0, r.stderr
+    assert np.isfinite(pd.read_csv(dest/'results3d.csv').query("metric == 'dice'")['value']).all()
+
+
+def test_test_scores_slices_and_saves_pngs(run_dir):
+    root = Path(json.loads((run_dir/'config.json').read_text())['data_root'])
+    dest = run_dir.parent/'eval2d'
+    r = run('segthor-test', '--weights', run_dir, '--split', 'val', '--dest', dest, '--save_png')
+    assert r.returncode == 0, r.stderr
+    res = pd.read_csv(dest/'results2d.csv')
+    assert sorted(res['slice'].unique()) == list(range(8)) and set(res['class']) == {1, 2, 3, 4}
+    assert res['metric'].nunique() == 10                                   # the study's eight, and the two counts
+    pngs = sorted((dest/'png').glob('*.png'))
+    assert [p.name for p in pngs] == sorted(p.name for p in (root/'val'/'gt').glob('*.png'))
+    assert all(set(np.unique(read_png(p))) <= {0, 63, 126, 189, 252} for p in pngs)
+    n_pred = res[(res.metric == 'n_pred') & (res['class'] == 2)].set_index('slice')['value']
+    assert all(n_pred[z] == (read_png(dest/'png'/f'Patient_01_{z:04d}.png') == 126).sum() for z in range(8))
+    dice = np.load(dest/'course'/'dice.npz')
+    assert dice.files == ['Patient_01'] and dice['Patient_01'].shape == (5, 8)
+    assert (dest/'dice_along_z.png').exists() and (dest/'summary2d.md').read_text().startswith('| organ |')
+
+
+def test_one_line_errors(run_dir, tmp_path):
+    root = Path(json.loads((run_dir/'config.json').read_text())['data_root'])
+    for cmd in ('segthor-test', 'segthor-test3d'):
+        msg = one_line_error(run(cmd, '--weights', tmp_path/'missing.safetensors', '--data_root', root, '--split', 'val', '--dest', tmp_path/'a'))
+        assert msg.startswith(f'{cmd}: ') and 'missing.safetensors: checkpoint file not found' in msg
+    save_weights(get_model('ENet', 3), tmp_path/'k3.safetensors')           # a 3-class checkpoint for a 5-class dataset
+    msg = one_line_error(run('segthor-test3d', '--weights', tmp_path/'k3.safetensors', '--data_root', root, '--split', 'val',
+                             '--dataset', 'PHANTOM', '--dest', tmp_path/'b'))
+    assert 'k3.safetensors' in msg and 'shape' in msg
+    msg = one_line_error(run('segthor-test', '--weights', run_dir, '--split', 'nosuchsplit', '--dest', tmp_path/'c'))
+    assert 'nosuchsplit' in msg
+    assert not (tmp_path/'b').exists() and not (tmp_path/'c').exists()
