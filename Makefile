@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 DEMO   ?= data/demo
 
-.PHONY: install demo test test-all gates readme docs docs-check clean-nbs export
+.PHONY: install demo test test-all grid gates readme docs docs-check clean-nbs export
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -24,6 +24,9 @@ test: install            ## every notebook (nbdev-test) + pytest, ends with "N p
 
 test-all: install        ## also the `slow` cells and tests
 	$(BIN)/python tools/run_tests.py --flags slow
+
+grid: install            ## the study's experiment grid on the phantom (runs/README.md), then its table and figures in runs/report
+	$(BIN)/python runs/grid.py run --all --preset cpu; $(BIN)/python runs/grid.py aggregate --overwrite
 
 gates: install           ## what CI checks before testing: clean notebooks, package and README in sync
 	bash tools/gates.sh

@@ -434,14 +434,14 @@ def study_flags(argv:list)->list:
     return [re.sub(r'^--[^=]+', lambda m: m[0].replace('_', '-'), a) if a.startswith('--') else a for a in argv]
 
 def study_call_parse(func):
-    "`call_parse` that also accepts underscores in flags, and exits with one line on a user error (`ValueError` subclasses: `VolumeError`, `LayoutError`, …)"
+    "`call_parse` that also accepts underscores in flags, and exits with one line on a user error (`ValueError` subclasses such as `VolumeError`, a missing input, a result that exists)"
     @wraps(func)
     def _f(*args, **kwargs):
         if args or kwargs: return func(*args, **kwargs)
         sys.argv[1:] = study_flags(sys.argv[1:])
         pargs, kw, _ = parse_cli(func)
         try: res = func(*pargs, **kw)
-        except ValueError as e: raise SystemExit(f"{Path(sys.argv[0]).name}: {e}")
+        except (ValueError, FileNotFoundError, FileExistsError) as e: raise SystemExit(f"{Path(sys.argv[0]).name}: {e}")
         return res if isinstance(res, int) else None
     return _f
 

@@ -6,7 +6,7 @@ Docs: https://segthor-nb.github.io/segthor_nb/evaluate.html.md"""
 
 # %% ../nbs/05b_evaluate.ipynb #9321bd35
 from __future__ import annotations
-import json, re, shutil, sys
+import json, re, shutil, sys, dataclasses
 from functools import wraps
 from pathlib import Path
 from typing import Annotated
@@ -36,7 +36,8 @@ def run_settings(weights:Path|str, # a checkpoint, or a training run's folder (i
     cfg = json.loads(f.read_text()) if f.exists() else {}
     K = DATASETS.get(cfg.get('dataset'), DATASETS['SEGTHOR'])['K']
     s = dict(weights=str(weights), data_root=cfg.get('data_root'), model=cfg.get('model') or 'ENet', num_classes=K,
-             normalize=cfg.get('normalize', False), model_cfg=cfg.get('model_cfg') or {}, crf=cfg.get('crf', False), r=cfg.get('r', 6))
+             normalize=cfg.get('normalize', False), model_cfg=cfg.get('model_cfg') or {}, crf=cfg.get('crf', False), r=cfg.get('r', 6),
+             finetune_crf=cfg.get('finetune_crf', False), from_checkpoint=cfg.get('from_checkpoint'))
     return s | {k: v for k, v in overrides.items() if v is not None}
 
 # %% ../nbs/05b_evaluate.ipynb #d2aca1e9
@@ -48,12 +49,17 @@ def load_model(weights:Path|str|nn.Module, # checkpoint (.safetensors, or a weig
                crf:bool=False,             # the model was trained wrapped in a CRF
                r:int=6,                    # LoRA rank of samed / samed_fast
                device:str='cpu',
+               finetune_crf:bool=False,    # the CRF run also trained the model's last layer
+               from_checkpoint:str=None,   # the run's starting weights: where a partial checkpoint's frozen rest comes from
               )->nn.Module:                # in eval mode, on `device`
     "A trained model for inference: built as training built it, its weights loaded strictly"
     if isinstance(weights, nn.Module): return weights.to(device).eval()
     n_file = len(read_state_dict(weights))  # a missing or unreadable file fails before any model is built
-    net = build_model(TrainConfig(model=model, normalize=normalize, model_cfg=dict(model_cfg or {}), crf=crf, r=r), num_classes)
-    load_weights(net, weights, keys=checkpoint_keys(net) if n_file < len(net.state_dict()) else None)
+    cfg = TrainConfig(model=model, normalize=normalize, model_cfg=dict(model_cfg or {}), crf=crf, finetune_crf=finetune_crf, r=r)
+    net = build_model(cfg, num_classes)
+    partial = n_file < len(net.state_dict())
+    if partial and from_checkpoint: net = build_model(dataclasses.replace(cfg, from_checkpoint=from_checkpoint), num_classes)  # e.g. a CRF over a trained ENet
+    load_weights(net, weights, keys=checkpoint_keys(net) if partial else None)
     return net.to(device).eval()
 
 # %% ../nbs/05b_evaluate.ipynb #0c82b8a5
@@ -89,9 +95,10 @@ def predict_split(weights:Path|str|nn.Module, # checkpoint file, or a loaded mod
                   batch_size:int=16,
                   device:str='cpu',
                   model_cfg:dict=None, crf:bool=False, r:int=6,                 # as for `load_model`
+                  finetune_crf:bool=False, from_checkpoint:str=None,           # as for `load_model`
                  ):                           # generator of (patient id, (Z, K, H, W) float32 probabilities)
     "Softmax probabilities of every patient of a sliced split, slices in z order, one patient at a time"
-    net = load_model(weights, model, num_classes, normalize, model_cfg, crf, r, device)  # errors now, not at the first item
+    net = load_model(weights, model, num_classes, normalize, model_cfg, crf, r, device, finetune_crf, from_checkpoint)  # errors now, not at the first item
     return _predict(net, SliceDataset(data_root, split, num_classes, normalize), batch_size, device)
 
 # %% ../nbs/05b_evaluate.ipynb #932bec7b

@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 from scipy.stats import spearmanr
 from .data_fix import CLASSES, ORGAN_CMAP, atomic_path, show_labels
 from .slicing import SliceDataset
-from .models import load_weights, init_xavier
+from .models import load_weights, init_xavier, read_state_dict
 from .train import TrainConfig, DATASETS, TrainSlices, build_model, checkpoint_keys, load_split
 from .metrics import plot_organ_bars, plot_violins, plot_dice_along_z
 
@@ -57,8 +57,11 @@ def load_run(run_dir:Path|str,   # a `train()` output folder
     cfg = run_config(run_dir)
     path = Path(run_dir)/f'{weights}.safetensors' if weights in ('best', 'last') else Path(weights)
     if not path.is_file(): raise InterpretError(f"{path}: no such checkpoint (train() writes best.safetensors and last.safetensors)")
-    model = build_model(dataclasses.replace(cfg, from_checkpoint=None), DATASETS[cfg.dataset]['K'])
-    load_weights(model, path, keys=checkpoint_keys(model))
+    K, n_file = DATASETS[cfg.dataset]['K'], len(read_state_dict(path))
+    model = build_model(dataclasses.replace(cfg, from_checkpoint=None), K)
+    partial = n_file < len(model.state_dict())   # e.g. a CRF run: the frozen network under it comes from the run's from_checkpoint
+    if partial and cfg.from_checkpoint: model = build_model(cfg, K)
+    load_weights(model, path, keys=checkpoint_keys(model) if partial else None)
     return model.to(device).eval(), cfg
 
 # %% ../nbs/06_interpretability.ipynb #61d6f10f

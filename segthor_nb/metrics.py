@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
-from fastcore.script import call_parse
 import matplotlib.pyplot as plt
-from .data_fix import CLASSES, ORGAN_CMAP, VolumeError, Geometry, load_volume, save_volume, atomic_path
+from .data_fix import CLASSES, ORGAN_CMAP, VolumeError, Geometry, load_volume, save_volume, atomic_path, study_call_parse
 
 # %% auto #0
 __all__ = ['SURFACE', 'OVERLAP', 'STUDY2D', 'COUNTS', 'synthetic_pair', 'overlap_metrics', 'as_labels', 'confusion_counts',
@@ -441,7 +440,7 @@ def write_csv(df:pd.DataFrame, path:Path|str, overwrite:bool=False)->Path:
     with atomic_path(path) as tmp: df.to_csv(tmp, index=False)
     return path
 
-@call_parse
+@study_call_parse
 def segthor_metrics3d(pred_dir:str,            # folder of predicted label volumes (Patient_XX in each file name)
                       gt_dir:str,              # folder of GT volumes: flat, or SEGTHOR layout Patient_XX/GT.nii.gz
                       out:str='results.csv',   # long-format CSV to write (patient, slice, class, metric, value)

@@ -11,9 +11,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Annotated
 import numpy as np, pandas as pd
-from fastcore.script import parse_cli
-from .data_fix import CLASSES, VolumeError, load_volume, save_volume, atomic_path
-from .slicing import SlicingError, split_patients, study_flags
+from .data_fix import CLASSES, VolumeError, load_volume, save_volume, atomic_path, study_call_parse
+from .slicing import SlicingError, split_patients
 from .metrics import score_folders, summarise, summary_table, write_csv
 
 # %% auto #0
@@ -170,24 +169,13 @@ def verify_dataset(folder:Path|str,  # an exported nnU-Net raw dataset folder
     return Path(folder)
 
 # %% ../nbs/05a_nnunet.ipynb #d631a317
-def _cli(func):
-    "`call_parse` that takes the study's `--flag_name` spelling too (`study_flags`) and exits with one line on a user error"
-    @functools.wraps(func)
-    def _f(*args, **kwargs):
-        if args or kwargs: return func(*args, **kwargs)
-        sys.argv[1:] = study_flags(sys.argv[1:])
-        pargs, kw, _ = parse_cli(func)
-        try: func(*pargs, **kw)
-        except (NnunetError, VolumeError, SlicingError, FileExistsError) as e: raise SystemExit(f"{Path(sys.argv[0]).name}: {e}")
-    return _f
-
 def _env_path(value, var:str)->Path|None:
     "`value`, else the environment variable `var`, as a Path (None if neither)"
     value = value or os.environ.get(var)
     return Path(value) if value else None
 
 # %% ../nbs/05a_nnunet.ipynb #94a5f52f
-@_cli
+@study_call_parse
 def segthor_nnunet_export(src:str,                 # SEGTHOR tree (fixed by segthor-fix)
                           raw_root:str=None,       # nnU-Net raw root (default: $nnUNet_raw)
                           preprocessed_root:str=None, # also write splits_final.json under this root (default: $nnUNet_preprocessed, if set)
@@ -312,7 +300,7 @@ def score_nnunet(pred_dir:Path|str,   # nnU-Net's output folder
     return score_folders(pred_dir, folder, nsd_tol=nsd_tol, lcc=lcc, gt_name=name, surface=surface)
 
 # %% ../nbs/05a_nnunet.ipynb #3892f63f
-@_cli
+@study_call_parse
 def segthor_test3dnnunet(pred_dir:Annotated[str, {'opt': True, 'required': True}], # nnU-Net's output folder (Patient_XX.nii.gz)
                          gt_root:Annotated[str, {'opt': True, 'required': True}],  # exported dataset (scores labelsTs), SEGTHOR tree, or GT folder
                          out:str='results.csv',   # long-format CSV (patient, slice, class, metric, value); the summary goes to <out>_summary.csv

@@ -16,11 +16,12 @@ from .train import train, TrainConfig
 from .evaluate import predict_volumes, evaluate3d, write_results
 
 # %% auto #0
-__all__ = ['DEMO_TRAIN', 'DEMO_SPLIT', 'demo_data', 'test_overlays', 'fg_dice', 'write_report', 'run_demo', 'segthor_demo']
+__all__ = ['DEMO_TRAIN', 'DEMO_SPLIT', 'demo_data', 'test_overlays', 'fg_dice', 'md_table', 'write_report', 'run_demo',
+           'segthor_demo']
 
 # %% ../nbs/07_pipeline.ipynb #00715380
 DEMO_TRAIN = dict(model='ENet', loss='dce', optimizer='adamw', lr=3e-3, batch_size=8, use_scheduler=True,
-                  deterministic=True, num_workers=0, val_every=1)
+                  deterministic=True, num_workers=0, val_every=2)
 DEMO_SPLIT = dict(n_val=2, n_test=4)   # the rest of the labelled patients train
 
 # %% ../nbs/07_pipeline.ipynb #2cbcc00d
@@ -79,34 +80,41 @@ def fg_dice(long_df:pd.DataFrame)->float:
     return float(d.mean())
 
 # %% ../nbs/07_pipeline.ipynb #94d217fd
+def md_table(df:pd.DataFrame)->str:
+    "A DataFrame as a GitHub Markdown table, its index as the first column"
+    d = df.reset_index()
+    rows = [list(map(str, d.columns)), ['---']*len(d.columns)] + [[f'{v:.3f}' if isinstance(v, float) else str(v) for v in r] for r in d.itertuples(index=False)]
+    return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows)
+
+# %% ../nbs/07_pipeline.ipynb #7e62eb73
 def write_report(dest:Path, log:dict, table:pd.DataFrame, long_df:pd.DataFrame)->Path:
     "The demo's report.md, with relative links to the figures of each stage"
     fix, hist = log['fix'], pd.DataFrame(log['train']['history'])
-    tab = table.reset_index()
-    rows = [list(map(str, tab.columns)), ['---']*len(tab.columns)] + [[str(v) for v in r] for r in tab.itertuples(index=False)]
-    per_patient = long_df[long_df['metric'] == 'dice'].pivot(index='patient', columns='class', values='value').rename(columns=lambda c: CLASSES[c]).round(3)
+    err = fix.get('error_vs_phantom') or dict(phi_deg=np.nan, translation_vox=[np.nan]*3)
+    per_patient = long_df[long_df['metric'] == 'dice'].pivot(index='patient', columns='class', values='value').rename(columns=lambda c: CLASSES[c])
     md = ["# segthor_nb demo: the main job on the phantom",
           f"**Mean 3D Dice over the {per_patient.shape[0]} held-out patients and 4 organs: {fg_dice(long_df):.3f}** "
           f"(native grid, spacing from the NIfTI headers; best epoch {log['train']['best']['epoch']} of {len(hist)}).",
           f"Data: {log['params']['n_patients']} phantom patients, {log['params']['shape']}² × {log['params']['n_slices']} voxels, seed {log['params']['seed']}; "
           f"slices {log['params']['slice_size']}², window 40/400 HU. Split: " + '; '.join(f"{k} {', '.join(v)}" for k, v in log['split'].items()),
-          f"Heart fix (pair registration): φ = {fix['phi_deg']:.3f}°, error vs the phantom's true matrix {fix.get('error_vs_phantom')}.",
+          f"Heart fix (pair registration): φ = {fix['phi_deg']:.3f}°; error against the phantom's true matrix: φ {err['phi_deg']:.3f}°, "
+          f"translation {np.round(err['translation_vox'], 3).tolist()} voxels.",
           "Training: " + ', '.join(f"{k}={v}" for k, v in log['train_cfg'].items()),
-          "## Per organ (mean ± sd over the test patients)", '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows),
-          "## Dice per test patient", per_patient.to_csv(sep='|').replace('|', ' | '),
+          "## Per organ (mean ± sd over the test patients)", md_table(table),
+          "## Dice per test patient", md_table(per_patient),
           "## Figures", "![curves](../train/curves.png)", "![test patients](test_overlays.png)",
           "![Dice per organ](../eval/organ_dice.png)", "![HD95 per organ](../eval/violins_hd95.png)", "![training slices](slices.png)",
           "Times (s): " + ', '.join(f"{k} {v:.0f}" for k, v in log['seconds'].items())]
     with atomic_path(dest/'report'/'report.md') as tmp: tmp.write_text('\n\n'.join(md) + '\n')
     return dest/'report'/'report.md'
 
-# %% ../nbs/07_pipeline.ipynb #30da6a42
+# %% ../nbs/07_pipeline.ipynb #f65b6a63
 def run_demo(dest:Path|str,        # everything goes below this folder
              n_patients:int=16,    # labelled phantom patients: 2 validation, 4 test, the rest train
              shape:int=256,        # in-plane size of the phantom volumes
              n_slices:int=64,      # slices per volume
              slice_size:int=256,   # size of the 2D slices (the study's 256²)
-             epochs:int=12,        # training epochs
+             epochs:int=30,        # training epochs
              seed:int=0,           # phantom seed
              workers:int=2,        # processes for generation and slicing
              overwrite:bool=False, # replace the results of an earlier demo in `dest`
@@ -117,7 +125,8 @@ def run_demo(dest:Path|str,        # everything goes below this folder
     if (dest/'report'/'report.md').exists() and not overwrite: raise ValueError(f"{dest}: holds an earlier demo (report/report.md); pass --overwrite to replace it")
     def lap(k): nonlocal t; secs[k] = time.time() - t; t = time.time()
     log = demo_data(dest, n_patients, shape, n_slices, slice_size, seed, workers); lap('data')
-    cfg = TrainConfig(dataset='PHANTOM', data_root=str(dest/'SEGTHOR'), dest=str(dest/'train'), epochs=epochs, overwrite=overwrite, progress=progress, **DEMO_TRAIN)
+    cfg = TrainConfig(dataset='PHANTOM', data_root=str(dest/'SEGTHOR'), dest=str(dest/'train'), epochs=epochs, patch_size=slice_size//2,
+                      overwrite=overwrite, progress=progress, **DEMO_TRAIN)
     log['train'] = train(cfg); lap('train')
     pred_dir = dest/'predictions'
     predict_volumes(dest/'train'/'best.safetensors', dest/'SEGTHOR', 'test', pred_dir, overwrite=overwrite, model='ENet'); lap('predict')
@@ -126,7 +135,7 @@ def run_demo(dest:Path|str,        # everything goes below this folder
     plt.close(test_overlays(log['source'], pred_dir, dest/'report'/'test_overlays.png'))
     plt.close(_slices_figure(dest/'SEGTHOR', dest/'report'/'slices.png'))
     log.update(params=dict(n_patients=n_patients, shape=shape, n_slices=n_slices, slice_size=slice_size, seed=seed), seconds=secs,
-               train_cfg=dict(DEMO_TRAIN, epochs=epochs), dice=fg_dice(long_df), table=table, results=long_df)
+               train_cfg=dict(DEMO_TRAIN, epochs=epochs, patch_size=slice_size//2), dice=fg_dice(long_df), table=table, results=long_df)
     lap('report'); secs['total'] = sum(secs.values())
     log['report'] = write_report(dest, log, table, long_df)
     return log
@@ -138,7 +147,7 @@ def segthor_demo(dest:str='data/demo',  # output folder
                  shape:int=256,         # in-plane size of the phantom volumes
                  n_slices:int=64,       # slices per volume
                  slice_size:int=256,    # size of the 2D slices the network sees
-                 epochs:int=12,         # training epochs
+                 epochs:int=30,         # training epochs
                  seed:int=0,            # phantom seed
                  workers:int=2,         # processes
                  overwrite:bool=False,  # replace an earlier demo in dest

@@ -140,7 +140,7 @@ def seed_everything(seed:int,                # e.g. 2024
     if deterministic:
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
         torch.use_deterministic_algorithms(True, warn_only=True)
-        warnings.filterwarnings('once', message='.*does not have a deterministic implementation', append=True)
+        warnings.filterwarnings('once', message='.*does not have a deterministic implementation')  # once per run, not per batch
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
 def rng_state()->dict:

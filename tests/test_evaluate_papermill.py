@@ -10,14 +10,6 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", 'OMP_NUM_THREADS': '1'}
 
 
-def test_parameters_cell_right_after_the_imports():
-    nb = nbformat.read(NB, 4)
-    tagged = [i for i, c in enumerate(nb.cells) if 'parameters' in c.metadata.get('tags', [])]
-    assert len(tagged) == 1 and dict(nb.cells[tagged[0]].metadata) == {'tags': ['parameters']}
-    assert all(c.cell_type == 'code' and 'import' in c.source for c in nb.cells[1:tagged[0]])
-    assert '#| export' not in nb.cells[tagged[0]].source and 'run_dir = None' in nb.cells[tagged[0]].source
-
-
 def test_papermill_evaluates_a_run(tmp_path):
     torch.set_num_threads(1)
     root = tiny_phantom(tmp_path/'data', n_patients=3, size=32, n_slices=8, retains=1)

@@ -10,17 +10,6 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", 'OMP_NUM_THREADS': '1'}
 
 
-def test_parameters_cell_follows_the_imports():
-    nb = nbformat.read(NB, 4)
-    tagged = [i for i, c in enumerate(nb.cells) if 'parameters' in c.metadata.get('tags', [])]
-    assert len(tagged) == 1
-    i = tagged[0]
-    assert all(c.cell_type == 'code' and 'import' in c.source for c in nb.cells[1:i])
-    assert {'run_dir', 'weights', 'runs_dir', 'work', 'epochs', 'organ', 'k'} <= {l.split('=')[0].strip() for l in nb.cells[i].source.splitlines() if '=' in l}
-    assert nb.metadata.get('kernelspec', {}).get('name') == 'python3'          # papermill needs a kernel
-
-
-@pytest.mark.slow
 def test_papermill_run_writes_the_figures(tmp_path):
     out = tmp_path/'06.ipynb'
     r = subprocess.run([str(BIN/'papermill'), str(NB), str(out), '--cwd', str(ROOT/'nbs'), '-p', 'work', str(tmp_path/'w'),

@@ -1,5 +1,5 @@
-"""nbs/04_train.ipynb as a papermill experiment: its `parameters` cell survives `nbdev-clean`, and a headless run of a
-tiny configuration leaves the executed notebook (with its curves) beside the checkpoints."""
+"""nbs/04_train.ipynb as a papermill experiment: a headless run of a tiny configuration leaves the executed notebook
+(with its curves) beside the checkpoints (the `parameters` cell itself: tests/test_notebook_parameters.py)."""
 import json, os, shutil, subprocess, sys
 from pathlib import Path
 import nbformat, pandas as pd
@@ -8,23 +8,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT/'nbs'/'04_train.ipynb'
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", 'OMP_NUM_THREADS': '1'}
-
-
-def tagged(nb):
-    return [i for i, c in enumerate(nb.cells) if 'parameters' in c.metadata.get('tags', [])]
-
-
-def test_parameters_tag_survives_nbdev_clean(tmp_path):
-    nb = nbformat.read(NB, 4)
-    assert len(tagged(nb)) == 1
-    i = tagged(nb)[0]
-    assert all(c.cell_type == 'code' and 'import' in c.source for c in nb.cells[1:i])   # right after the imports
-    nb.cells[i].metadata.update(collapsed=True, scrolled=True, execution={'iopub.status.busy': '2024-01-01'})
-    dirty = tmp_path/'04_train.ipynb'; nbformat.write(nb, dirty)
-    r = subprocess.run([str(BIN/'nbdev-clean'), '--fname', str(dirty)], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    clean = nbformat.read(dirty, 4)
-    assert tagged(clean) == [i] and dict(clean.cells[i].metadata) == {'tags': ['parameters']}
 
 
 def test_papermill_runs_a_tiny_experiment(tmp_path):
