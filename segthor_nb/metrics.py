@@ -495,7 +495,7 @@ def plot_violins(long_df:pd.DataFrame, metric:str='hd95', ax=None):
             body = ax.violinplot(v, [i], showextrema=False)['bodies'][0]
             body.set_facecolor(_organ_colour(CLASSES.index(organ))); body.set_alpha(.5)
         ax.plot(np.full(len(v), i) + np.random.default_rng(i).uniform(-.08, .08, len(v)), v, 'k.', ms=4)
-        if s.loc[organ, 'misses']: ax.text(i, np.max(v, initial=0), f"{int(s.loc[organ, 'misses'])} missed", ha='center', va='bottom', fontsize=7)
+        if s.loc[organ, 'misses']: ax.text(i, .98, f"{int(s.loc[organ, 'misses'])} missed", ha='center', va='top', fontsize=7, transform=ax.get_xaxis_transform())  # y in axes units: always inside
     ax.set_xticks(range(len(s)), s.index); ax.set_ylabel(metric)
     return ax
 
