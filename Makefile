@@ -5,6 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 DEMO   ?= data/demo
+DEMO_FLAGS ?=          # e.g. make demo DEMO_FLAGS=--overwrite to replace an earlier demo
 
 .PHONY: install demo test test-all grid gates readme docs docs-check clean-nbs export
 install: $(VENV)/.installed
@@ -17,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install            ## phantom -> fix -> slice -> ... -> report, on 2 CPU cores
-	$(BIN)/segthor-demo --dest $(DEMO)
+	$(BIN)/segthor-demo --dest $(DEMO) $(DEMO_FLAGS)
 
 test: install            ## every notebook (nbdev-test) + pytest, ends with "N passed, N failed"
 	$(BIN)/python tools/run_tests.py
