@@ -6,7 +6,7 @@ Docs: https://segthor-nb.github.io/segthor_nb/pipeline.html.md"""
 
 # %% ../nbs/07_pipeline.ipynb #fda4b19f
 from __future__ import annotations
-import json, time, shutil
+import json, time
 from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
