@@ -28,7 +28,7 @@ REFERENCE = 'ENet'
 def measure(label:str)->dict:
     "Build one case, time it, return its row (runs inside the child process)"
     import torch, torch.nn.functional as F
-    from segthor_nb.sam import get_model, trainable_summary
+    from segthor_nb.models import get_model, trainable_summary
     torch.set_num_threads(2); torch.manual_seed(0)
     _, name, cfg, side, batch, iters = next(c for c in CASES if c[0] == label)
     with warnings.catch_warnings():

@@ -13,13 +13,14 @@ wrote identical pixels.
 
 Usage: python bench/slicing.py [--patients 4] [--slices 160] [--processes 2] [--repeats 2] [--data DIR] [--keep]
 """
-import argparse, os, shutil, sys, tempfile, time, warnings
+import argparse, os, shutil, tempfile, time, warnings
 from multiprocessing import Pool
 from pathlib import Path
 import numpy as np, nibabel as nib, cv2
 from skimage.io import imsave
 from skimage.transform import resize
-from segthor_nb.data_fix import write_phantom, atomic_path
+from segthor_nb.core import atomic_path
+from segthor_nb.data_fix import write_phantom
 from segthor_nb.slicing import INFLATERS, slice_tree, read_volume, IntensityMap, resize_slice, resize_labels, read_png, PNG_IMAGE, PNG_LABELS
 
 SHAPE = (256, 256)

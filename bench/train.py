@@ -2,7 +2,7 @@
 """Training throughput on CPU: ENet, batch 8, 256² slices of a phantom, split into data time and compute time.
 
 Data: the loader alone (slices/s delivered by the DataLoader, nothing else), three ways, measured in the same run:
-ours (`TrainSlices`: the decoded-once arrays, uint8 class maps, one-hot on the device), `SliceDataset` items (01_slicing,
+ours (`SliceTensors`: the decoded-once arrays, uint8 class maps, one-hot on the device), `SliceDataset` items (01_slicing,
 one-hot float targets built per item) and the study's loader (PIL-decodes both PNGs of every slice at every epoch, one-hot
 per item). Then one training step at a time through `Trainer` (the code `train` runs): data time = loader + to device +
 one-hot (+ augmentation, reported separately), compute time = forward + backward + optimizer step. The loader must deliver
@@ -14,10 +14,11 @@ import argparse, shutil, tempfile, time
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import Dataset, DataLoader
+from torch.utils.data import Dataset
 from segthor_nb.data_fix import write_phantom
-from segthor_nb.slicing import SliceDataset, slice_tree, make_loader
-from segthor_nb.train import TrainConfig, Trainer, TrainSlices, AdaptiveSampler, augment_batch, one_hot, deep_supervision_loss, float_outputs
+from segthor_nb.core import TrainConfig
+from segthor_nb.slicing import SliceDataset, SliceTensors, slice_tree, make_loader
+from segthor_nb.train import Trainer, AdaptiveSampler, augment_batch, one_hot, deep_supervision_loss, float_outputs
 
 B, SIZE = 8, 256
 
@@ -87,7 +88,7 @@ def main():
     print("\nloader alone (slices/s, best of 3 passes):")
     rates = {}
     for w in a.workers:
-        rates[w] = dict(ours=loader_rate(TrainSlices(ds), w), slicedataset=loader_rate(ds, w), study=loader_rate(StudySlices(root/'train'), w, passes=1))
+        rates[w] = dict(ours=loader_rate(SliceTensors(ds), w), slicedataset=loader_rate(ds, w), study=loader_rate(StudySlices(root/'train'), w, passes=1))
         r = rates[w]
         print(f"  workers {w}: ours {r['ours']:8.0f} | SliceDataset one-hot items {r['slicedataset']:7.0f} | study (PNG decode per item) {r['study']:6.0f}"
               f" | ours/study {r['ours']/r['study']:5.1f}×")

@@ -37,7 +37,7 @@ class Experiment:
     needs: tuple = ()                            # runs whose best.safetensors this one starts from
     kind: str = 'papermill'                      # 'papermill' (04_train + 05b_evaluate) or 'nnunet'
 
-def study_grid()->dict:
+def experiment_grid()->dict:
     "name -> Experiment: 4 models × augment × normalize, the CRF variants of the plain ENet, nnU-Net 2d (the slowest)"
     grid = {}
     for prefix, model in MODELS.items():
@@ -61,7 +61,7 @@ PRESETS = {
     'cpu': dict(phantom=dict(n_patients=8, shape=(96, 96), n_slices=24), split=dict(retains=4, retains_test=2),
                 train=dict(dataset='PHANTOM', epochs=4, batch_size=8, lr=5e-3, loss='dce', use_scheduler=True, use_sampler=True,
                            deterministic=True, num_workers=0), gt_name='GT.nii.gz'),
-    # SPEC §5: the study's 200 epochs, lr 5e-4, batch 8, scheduler and sampler; loss None = the study's (ce for ENet,
+    # the study's 200 epochs, lr 5e-4, batch 8, scheduler and sampler; loss None = the study's (ce for ENet,
     # the SAMed loss for SAM models); SEGTHOR_MANUAL_SPLIT (train 28 / val 8 / test 01, 13, 22, 28)
     'gpu': dict(phantom=None, split=dict(retains=12, retains_test=4),
                 train=dict(dataset='SEGTHOR_MANUAL_SPLIT', epochs=200, batch_size=8, lr=5e-4, loss=None, use_scheduler=True,
@@ -155,12 +155,13 @@ def nnunet_plan(s:Setup, work:Path)->dict:
 
 def run_nnunet_2d(s:Setup, work:Path, log)->None:
     "Export the source tree with our split, plan/train/predict nnU-Net 2d, score it into work/eval like a 05b evaluation"
-    from segthor_nb.nnunet import export_nnunet, nnunet_env, run_nnunet, score_nnunet, TINY_TRAINER
-    from segthor_nb.slicing import split_patients, patient_ids
+    from segthor_nb.nnunet import export_nnunet, nnunet_env, run_nnunet, score_nnunet
+    from segthor_nb.core import patient_dirs
+    from segthor_nb.slicing import split_patients
     from segthor_nb.evaluate import write_results
     if not s.source_dir: raise RuntimeError("nnunet_2d needs --source_dir (the SEGTHOR tree with the fixed labels)")
     env = nnunet_env(work/'nnunet', processes=1 if PRESETS[s.preset]['phantom'] else 8)   # as `list` prints it
-    split = split_patients(patient_ids(s.source_dir), seed=0, create_test=True, **PRESETS[s.preset]['split'])
+    split = split_patients([d.name for d in patient_dirs(s.source_dir)], seed=0, create_test=True, **PRESETS[s.preset]['split'])
     ds = export_nnunet(s.source_dir, env['nnUNet_raw'], NNUNET_ID, gt_name=s.gt_name, split=split,
                        preprocessed_root=env['nnUNet_preprocessed'])
     steps = nnunet_plan(s, work)
@@ -245,7 +246,7 @@ def selected(a, grid:dict)->list:
     return [e for n, e in grid.items() if n in names]
 
 def cmd_run(a)->int:
-    s, grid = make_setup(a), study_grid()
+    s, grid = make_setup(a), experiment_grid()
     todo = selected(a, grid)
     if s.data_root.startswith('<--'): raise SystemExit(f"grid.py run --preset {s.preset}: --data_root is required")
     if bad := [r for r, _, _ in s.sets if r is not None and r not in grid]: raise SystemExit(f"grid.py: --set {bad[0]}.…: no such experiment")
@@ -268,7 +269,7 @@ def cmd_run(a)->int:
 
 # ---------------------------------------------------------------------------------------------------------------- list
 def cmd_list(a)->int:
-    s, grid = make_setup(a), study_grid()
+    s, grid = make_setup(a), experiment_grid()
     print(f"# preset {s.preset}: runs in {s.runs}; data {s.data_root}" + (f"; native labels {s.source_dir}/train/*/{s.gt_name}" if s.source_dir else ''))
     if PRESETS[s.preset]['phantom']: print(f"# (`grid.py run` first generates the phantom and the tiny SAM/SAM 2 base checkpoints under {s.runs/'_data'/s.preset})")
     print(f"# `grid.py run` executes each block in {s.runs/'_work'}/<name> and moves it to {s.runs}/<name> when it succeeded\n")
@@ -293,35 +294,29 @@ def cmd_list(a)->int:
     return 0
 
 # ----------------------------------------------------------------------------------------------------------- aggregate
-def markdown(df)->str:
-    "A DataFrame as a GitHub Markdown table (index first), numbers to 3 decimals"
-    d = df.reset_index()
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
-    rows = [list(map(str, d.columns)), ['---']*len(d.columns)] + [[fmt(v) for v in r] for r in d.itertuples(index=False)]
-    return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows) + '\n'
-
 def cmd_aggregate(a)->int:
-    from segthor_nb.interpret import collect_runs, study_tables, ablation_grid, study_figures, InterpretError
+    from segthor_nb.core import SegthorError, atomic_path, md_table
+    from segthor_nb.interpret import collect_runs, runs_table, ablation_grid, write_runs_figures
     runs, dest = Path(a.runs_dir).resolve(), Path(a.dest or Path(a.runs_dir)/'report').resolve()
     report = dest/'report.md'
     if report.exists() and not a.overwrite: raise SystemExit(f"grid.py aggregate: {report} exists; pass --overwrite to rebuild the report")
     try:
         df = collect_runs(runs)
-        table, grid = study_tables(df), ablation_grid(df)
-        figures = study_figures(df, dest, overwrite=a.overwrite)
-    except (InterpretError, FileExistsError) as e: raise SystemExit(f"grid.py aggregate: {e}")
+        table, grid = runs_table(df), ablation_grid(df)
+        figures = write_runs_figures(df, dest, overwrite=a.overwrite)
+    except (SegthorError, FileExistsError) as e: raise SystemExit(f"grid.py aggregate: {e}")
     d3 = df[df['slice'].isna()]
-    missing = [n for n in study_grid() if n not in set(df['run'])]
+    missing = [n for n in experiment_grid() if n not in set(df['run'])]
     n_pat = d3.groupby('run')['patient'].nunique()
     lines = [f"# The study's table, from {len(table)} evaluated run(s) in {runs}", '',
              f"Mean 3D Dice per organ on the held-out test patients ({', '.join(sorted(d3['patient'].unique()))}), native grid, "
              f"mean over the organs; best first. Patients per run: {', '.join(f'{k} {v}' for k, v in n_pat.items())}.", '',
-             markdown(table), '## Ablation: mean foreground Dice, model × normalize × augment (runs without CRF)', '',
-             markdown(grid.rename(columns={False: 'no augment', True: 'augment'})), '## Figures', '', *[f"![{n}]({p.name})" for n, p in figures.items()], '',
+             md_table(table), '## Ablation: mean foreground Dice, model × normalize × augment (runs without CRF)', '',
+             md_table(grid.rename(columns={False: 'no augment', True: 'augment'})), '## Figures', '', *[f"![{n}]({p.name})" for n, p in figures.items()], '',
              f"Grid entries without results: {', '.join(missing) if missing else 'none'}.", '']
     dest.mkdir(parents=True, exist_ok=True)
     table.to_csv(dest/'table.csv'); grid.to_csv(dest/'ablation.csv')
-    tmp = report.with_name('.report.md.tmp'); tmp.write_text('\n'.join(lines)); os.replace(tmp, report)
+    with atomic_path(report) as tmp: tmp.write_text('\n'.join(lines))
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"{len(table)} runs; report {report}; figures {', '.join(p.name for p in figures.values())}")
     return 0

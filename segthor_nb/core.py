@@ -6,7 +6,7 @@ Docs: https://segthor-nb.github.io/segthor_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #4e60f175
 from __future__ import annotations
-import argparse, contextlib, inspect, json, os, re, sys, tempfile, warnings
+import argparse, contextlib, functools, inspect, json, os, re, sys, tempfile, warnings
 from dataclasses import dataclass, field, fields, MISSING
 from pathlib import Path
 from typing import Annotated
@@ -220,6 +220,7 @@ def config_from(cls, raw:dict, source:str='config'):
     return cls(**{k: v for k, v in raw.items() if k in known})
 
 # %% ../nbs/00_core.ipynb #e5018391
+@functools.lru_cache
 def field_docs(cls)->dict:
     "The trailing `# comment` of each field in a dataclass's source, as {name: text}"
     src = inspect.getsource(cls)
@@ -228,7 +229,7 @@ def field_docs(cls)->dict:
 # %% ../nbs/00_core.ipynb #33bbdfc4
 def _cli_type(t:str):
     "The argparse type of a dataclass field's annotation string"
-    t = t.replace('|None', '').replace(' ', '')
+    t = t.replace(' ', '').replace('|None', '')
     return {'int': int, 'float': float, 'bool': bool, 'str': str, 'dict': str, 'list': str}.get(t, str)
 
 def config_params(cls, skip:tuple=(), choices:dict=None)->list:
@@ -269,7 +270,7 @@ def command(func):
         try: res = func(**kw)
         except USER_ERRORS as e: raise SystemExit(f"{prog}: {e}")
         return res if isinstance(res, int) else None
-    _f.__wrapped__, _f.__doc__, _f.__name__, _f.__signature__ = func, func.__doc__, func.__name__, inspect.signature(func)
+    functools.update_wrapper(_f, func); _f.__signature__ = inspect.signature(func)
     return _f
 
 # %% ../nbs/00_core.ipynb #8ad04b28
@@ -283,6 +284,6 @@ def config_command(cls, skip:tuple=(), choices:dict=None):
                     except json.JSONDecodeError as e: raise SegthorError(f"--{k}: not valid JSON ({e})") from None
             return func(cls(**{k: v for k, v in kw.items() if v is not None or k not in {f.name for f in fields(cls)}}))
         _f.__signature__ = inspect.Signature(config_params(cls, skip, choices))
-        _f.__doc__, _f.__name__ = func.__doc__, func.__name__
+        for a in ('__doc__', '__name__', '__qualname__', '__module__'): setattr(_f, a, getattr(func, a))
         return command(_f)
     return deco

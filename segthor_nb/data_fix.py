@@ -6,54 +6,29 @@ Docs: https://segthor-nb.github.io/segthor_nb/data_fix.html.md"""
 
 # %% ../nbs/00_data_fix.ipynb #a489aa29
 from __future__ import annotations
-import os, re, json, math, time, shutil, tempfile, contextlib
+import contextlib, json, math, os, shutil, time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, nibabel as nib
 from scipy import ndimage as ndi, optimize
-from typing import Annotated
-from fastcore.script import call_parse, parse_cli
-import re, sys
-from functools import wraps
-import matplotlib.pyplot as plt
-from matplotlib.colors import ListedColormap
+from .core import CLASSES, PATIENT_ID, SegthorError, atomic_path, dice_per_class, organ_cmap, patient_dirs, write_json
 
 # %% auto #0
-__all__ = ['CLASSES', 'ORGAN_CMAP', 'SEGTHOR_FACTS', 'SPACING_SLACK_MM', 'AFFINE_TOL_VOX', 'atomic_path', 'VolumeError',
-           'Geometry', 'load_volume', 'save_volume', 'phantom_anatomy', 'make_phantom', 'show_labels', 'course_affine',
-           'move_heart', 'write_phantom', 'study_flags', 'study_call_parse', 'segthor_phantom', 'validate_patient',
-           'validate_tree', 'segthor_validate', 'course_params', 'refine_rigid', 'inplane_axes', 'register_pair',
-           'heart_likeness', 'heart_template', 'search_rigid_fft', 'register_blind', 'LayoutError', 'tamper_matrix',
-           'fix_tree', 'segthor_fix']
-
-# %% ../nbs/00_data_fix.ipynb #9937b6a4
-CLASSES = ['background', 'esophagus', 'heart', 'trachea', 'aorta']
-
-# %% ../nbs/00_data_fix.ipynb #e91e1cfe
-@contextlib.contextmanager
-def atomic_path(path:Path|str):
-    "Yield a temporary path beside `path` that is renamed onto `path` only if the block succeeds"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ''.join(path.suffixes[-2:]) if path.name.endswith('.nii.gz') else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=f'.tmp{suffix}', dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0); os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
+__all__ = ['SEGTHOR_FACTS', 'SPACING_SLACK_MM', 'AFFINE_TOL_VOX', 'VolumeError', 'Geometry', 'as_ct_array', 'as_label_array',
+           'load_volume', 'save_volume', 'show_labels', 'phantom_anatomy', 'make_phantom', 'course_affine',
+           'move_heart', 'write_phantom', 'validate_patient', 'scan_tree', 'validate_tree', 'tree_summary',
+           'course_params', 'refine_rigid', 'inplane_axes', 'register_pair', 'heart_likeness', 'heart_template',
+           'search_rigid_fft', 'register_blind', 'LayoutError', 'tamper_matrix', 'fix_tree']
 
 # %% ../nbs/00_data_fix.ipynb #11e482ac
-class VolumeError(ValueError):
+class VolumeError(SegthorError):
     "A NIfTI volume that cannot be used, with the file and the problem in the message"
 
 # %% ../nbs/00_data_fix.ipynb #c8dc208b
 @dataclass
 class Geometry:
-    "Where a volume's voxels are: affine, shape, voxel size in mm per array axis, and the source header"
+    "Where a volume's voxels are: affine, shape, spacing (mm per axis), header"
     affine: np.ndarray
     shape: tuple
     spacing: tuple
@@ -62,13 +37,13 @@ class Geometry:
     def axcodes(self): return nib.aff2axcodes(self.affine)
     @classmethod
     def from_affine(cls, affine, shape):
-        "Geometry of a new volume of `shape` on `affine` (spacing from the affine's column norms)"
+        "Geometry of a new volume of `shape` on `affine` (spacing: the column norms)"
         affine = np.asarray(affine, dtype=np.float64)
         return cls(affine, tuple(int(s) for s in shape), tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)))
 
 # %% ../nbs/00_data_fix.ipynb #ef03a60c
 def _check_complete(path:Path, img):
-    "Refuse a file shorter than its header promises (for .gz, the gzip trailer's size must match)"
+    "Refuse a file shorter than its header promises (.gz: by the gzip trailer's size)"
     hdr = img.header
     expected = int(getattr(img.dataobj, 'offset', hdr['vox_offset'])) + int(np.prod(img.shape))*hdr.get_data_dtype().itemsize
     if path.name.endswith('.gz'):
@@ -77,6 +52,7 @@ def _check_complete(path:Path, img):
         if isize != expected % 2**32: raise VolumeError(f"{path}: truncated or corrupt gzip stream (expected {expected} bytes of NIfTI)")
     elif path.stat().st_size < expected: raise VolumeError(f"{path}: truncated ({path.stat().st_size} bytes, header promises {expected})")
 
+# %% ../nbs/00_data_fix.ipynb #c8ded791
 def _read_image(path:Path):
     "nibabel image of `path`, or a VolumeError naming the file"
     if not path.exists(): raise VolumeError(f"{path}: file not found")
@@ -87,8 +63,10 @@ def _read_image(path:Path):
     return img
 
 # %% ../nbs/00_data_fix.ipynb #fb837c29
-def _as_ct(arr, path):
-    "CT voxels as int16 HU (float scaling that lands on integers is undone), refusing NaN/inf"
+def as_ct_array(arr:np.ndarray,   # CT voxels as read, any numeric dtype
+                path:Path|str='CT', # named in the error message
+               )->np.ndarray:      # int16 HU (float32 if not whole numbers)
+    "CT voxels as int16 HU where they are whole numbers, refusing NaN/inf"
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all(): raise VolumeError(f"{path}: CT contains NaN or infinite values")
         r = np.rint(arr)
@@ -97,35 +75,41 @@ def _as_ct(arr, path):
     return arr.astype(np.int16) if arr.dtype.itemsize <= 2 or (arr.min() >= -32768 and arr.max() <= 32767) else arr
 
 # %% ../nbs/00_data_fix.ipynb #3015cdbe
-def _as_labels(arr, path):
-    "Label voxels as uint8 in 0..4, refusing non-integers and values outside the SEGTHOR classes"
+def as_label_array(arr:np.ndarray,      # label voxels as read
+                   path:Path|str='labels', # named in the error message
+                  )->np.ndarray:         # uint8 in 0..4
+    "Label voxels as uint8, refusing non-integers and values outside the classes"
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all(): raise VolumeError(f"{path}: labels contain NaN or infinite values")
         if (np.rint(arr) != arr).any(): raise VolumeError(f"{path}: labels are not integers (e.g. {arr[np.rint(arr) != arr].flat[0]})")
-    lo, hi = arr.min(), arr.max()
-    if lo < 0 or hi > 4:
+    if arr.min() < 0 or arr.max() > 4:
         bad = np.unique(arr[(arr < 0) | (arr > 4)])[:5]
-        raise VolumeError(f"{path}: labels {bad.tolist()} outside 0..4 (background, esophagus, heart, trachea, aorta)")
+        raise VolumeError(f"{path}: labels {bad.tolist()} outside 0..4 ({', '.join(CLASSES)})")
     return arr.astype(np.uint8)
 
-# %% ../nbs/00_data_fix.ipynb #0b6401a6
-def load_volume(path:Path|str, # a .nii or .nii.gz file
-                kind:str=None, # 'ct' or 'gt' to check the voxel values as SEGTHOR expects, None for neither
-               )->tuple:       # (array indexed [x, y, z], Geometry)
-    "Read a NIfTI volume as (array, Geometry), accepting real-world header variants and refusing broken files"
-    path = Path(path)
-    img = _read_image(path)
+# %% ../nbs/00_data_fix.ipynb #fbda2e5a
+def _voxels(img, path:Path)->np.ndarray:
+    "The voxels of a 3D (or one-frame 4D) image, scaled, in native byte order"
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1: shape = shape[:3]
     if len(shape) != 3: raise VolumeError(f"{path}: shape {img.shape} is not a 3D volume (or 4D with one frame)")
     try: arr = np.asanyarray(img.dataobj).reshape(shape)  # applies scl_slope/scl_inter, any byte order
     except Exception as e: raise VolumeError(f"{path}: voxel data unreadable, truncated or corrupt ({type(e).__name__}: {e})") from None
-    if arr.dtype.byteorder not in ('=', '|'): arr = arr.astype(arr.dtype.newbyteorder('='))
-    geom = Geometry(img.affine.astype(np.float64), tuple(int(s) for s in shape),
+    return arr.astype(arr.dtype.newbyteorder('=')) if arr.dtype.byteorder not in ('=', '|') else arr
+
+# %% ../nbs/00_data_fix.ipynb #0b6401a6
+def load_volume(path:Path|str, # a .nii or .nii.gz file
+                kind:str=None, # 'ct' or 'gt' to check the voxel values as SEGTHOR expects, None for neither
+               )->tuple:       # (array indexed [x, y, z], Geometry)
+    "Read a NIfTI volume as (array, Geometry), refusing broken files"
+    if kind not in (None, 'ct', 'gt'): raise ValueError(f"kind must be 'ct', 'gt' or None, not {kind!r}")
+    path = Path(path)
+    img = _read_image(path)
+    arr = _voxels(img, path)
+    geom = Geometry(img.affine.astype(np.float64), tuple(int(s) for s in arr.shape),
                     tuple(float(z) for z in img.header.get_zooms()[:3]), img.header.copy())
-    if kind == 'ct': arr = _as_ct(arr, path)
-    elif kind == 'gt': arr = _as_labels(arr, path)
-    elif kind is not None: raise ValueError(f"kind must be 'ct', 'gt' or None, not {kind!r}")
+    if kind == 'ct': arr = as_ct_array(arr, path)
+    if kind == 'gt': arr = as_label_array(arr, path)
     return arr, geom
 
 # %% ../nbs/00_data_fix.ipynb #aee19179
@@ -138,16 +122,34 @@ def save_volume(arr:np.ndarray,   # voxels indexed [x, y, z]
     arr = np.asarray(arr, dtype=dtype or None)
     if tuple(arr.shape) != tuple(geom.shape): raise VolumeError(f"{path}: array shape {arr.shape} != geometry shape {geom.shape}")
     hdr = geom.header.copy() if geom.header is not None else None
-    img = nib.Nifti1Image(arr, geom.affine, header=hdr) if not isinstance(hdr, nib.Nifti2Header) else nib.Nifti2Image(arr, geom.affine, header=hdr)
+    img = (nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image)(arr, geom.affine, header=hdr)
     img.header.set_data_dtype(arr.dtype)
     img.header.set_slope_inter(1, 0)
     if hdr is None: img.header.set_xyzt_units('mm', 'sec')
     with atomic_path(path) as tmp: nib.save(img, str(tmp))
     return Path(path)
 
+# %% ../nbs/00_data_fix.ipynb #15305a86
+def show_labels(ct_slice:np.ndarray,      # CT slice indexed [x, y], HU
+                gt_slice:np.ndarray=None, # its labels, or None
+                ax=None,                  # matplotlib axes (default: a new 4 × 4 in figure)
+                window:tuple=(40, 400),   # (level, width) in HU: soft tissue
+                title:str=None,
+                aspect=None,              # pixel aspect, for coronal and sagittal cuts
+               ):
+    "Show a CT slice with the organ labels overlaid, patient's left on the right"
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(4, 4))
+    lo = window[0] - window[1]/2
+    ax.imshow(ct_slice.T, cmap='gray', vmin=lo, vmax=lo + window[1], aspect=aspect)
+    if gt_slice is not None: ax.imshow(gt_slice.T, cmap=organ_cmap(), vmin=0, vmax=4, interpolation='nearest', aspect=aspect)
+    ax.set_axis_off()
+    if title: ax.set_title(title, fontsize=9)
+    return ax
+
 # %% ../nbs/00_data_fix.ipynb #8f892419
 class _Grid:
-    "Millimetre coordinates of a volume's voxel centres: x to the patient's left, y posterior, z superior"
+    "Voxel-centre coordinates in mm: x to the left, y posterior, z superior"
     def __init__(self, shape, spacing):
         self.shape, self.spacing = tuple(shape), tuple(spacing)
         W, H, S = shape
@@ -156,35 +158,38 @@ class _Grid:
         self.z = (np.arange(S)*spacing[2]).astype(np.float32)
         self.L = S*spacing[2]
     def box(self, lo, hi):
-        "Index slices of the voxels whose centres lie in the mm box [lo, hi], and their coordinates"
+        "Index slices and coordinates of the voxels centred in the mm box [lo, hi]"
         sl = tuple(slice(int(np.searchsorted(c, l)), int(np.searchsorted(c, h, side='right'))) for c, l, h in zip((self.x, self.y, self.z), lo, hi))
         return sl, self.x[sl[0]][:, None, None], self.y[sl[1]][None, :, None], self.z[sl[2]][None, None, :]
 
 # %% ../nbs/00_data_fix.ipynb #9f0ffc30
 def _ellipsoid(g, c, r, rot=0.):
-    "Voxels inside an ellipsoid with centre `c`, semi-axes `r` (mm) and in-plane rotation `rot` (rad)"
+    "Voxels in an ellipsoid: centre `c`, semi-axes `r` (mm), in-plane rotation `rot`"
     R = max(r[0], r[1])
     sl, x, y, z = g.box((c[0]-R, c[1]-R, c[2]-r[2]), (c[0]+R, c[1]+R, c[2]+r[2]))
     u, v = x - c[0], y - c[1]
     cu, su = math.cos(rot), math.sin(rot)
     return sl, ((cu*u + su*v)/r[0])**2 + ((-su*u + cu*v)/r[1])**2 + ((z - c[2])/r[2])**2 <= 1
 
-# %% ../nbs/00_data_fix.ipynb #0cedfa4f
-def _tube(g, pts, radius):
-    "Voxels within `radius` (mm, per point) of the polyline through `pts` (N×3 mm)"
+# %% ../nbs/00_data_fix.ipynb #a57f1a8b
+def _polyline_samples(pts, radius, step:float)->tuple:
+    "Points at most `step` mm apart along polyline `pts` (N×3), radii interpolated"
     pts, radius = np.asarray(pts, np.float32), np.broadcast_to(np.asarray(radius, np.float32), (len(pts),))
-    step = min(g.spacing)/2
     seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
     n = np.maximum(1, np.ceil(seg/step)).astype(int)
     t = np.concatenate([i + np.arange(k)/k for i, k in enumerate(n)] + [[len(pts)-1]])
     P = np.stack([np.interp(t, np.arange(len(pts)), pts[:, a]) for a in range(3)], 1)
-    rad = np.interp(t, np.arange(len(pts)), radius)
+    return P, np.interp(t, np.arange(len(pts)), radius)
+
+# %% ../nbs/00_data_fix.ipynb #0cedfa4f
+def _tube(g, pts, radius):
+    "Voxels within `radius` (mm, per point) of the polyline through `pts` (N×3 mm)"
+    P, rad = _polyline_samples(pts, radius, min(g.spacing)/2)
     R = rad.max() + 2*max(g.spacing)
     sl, x, y, z = g.box(P.min(0) - R, P.max(0) + R)
     shp = (x.shape[0], y.shape[1], z.shape[2])
     if 0 in shp: return sl, np.zeros(shp, bool)
-    origin = np.array([x.flat[0], y.flat[0], z.flat[0]])
-    idx = np.rint((P - origin)/np.array(g.spacing)).astype(int)
+    idx = np.rint((P - np.array([x.flat[0], y.flat[0], z.flat[0]]))/np.array(g.spacing)).astype(int)
     ok = ((idx >= 0) & (idx < np.array(shp))).all(1)
     line, rmap = np.zeros(shp, bool), np.zeros(shp, np.float32)
     line[tuple(idx[ok].T)] = True
@@ -199,13 +204,15 @@ def _paint(vol, sl, mask, value):
 
 # %% ../nbs/00_data_fix.ipynb #4dea589d
 def _smooth_noise(rng, shape, factor=(8, 8, 2)):
-    "Low-frequency random field in [0, 1] at full resolution (cheap: drawn coarse, zoomed)"
+    "Low-frequency random field in [0, 1]: drawn `factor` times coarser, zoomed"
     coarse = rng.random(tuple(max(2, s//f) for s, f in zip(shape, factor))).astype(np.float32)
     return ndi.zoom(coarse, [s/c for s, c in zip(shape, coarse.shape)], order=1, prefilter=False)[:shape[0], :shape[1], :shape[2]]
 
 # %% ../nbs/00_data_fix.ipynb #99d318d0
-def phantom_anatomy(rng, L):
-    "Random patient: organ positions (mm), sizes and intensities (HU) of one phantom thorax of length `L` mm"
+def phantom_anatomy(rng:np.random.Generator, # the patient's random draws
+                    L:float,                 # thorax length (mm)
+                   )->dict:                  # positions, radii (mm), intensities (HU), noise
+    "One random patient: organ positions and sizes (mm) and intensities (HU)"
     u = lambda a, b: float(rng.uniform(a, b))
     contrast = rng.random() < 0.5
     a = dict(body=(u(150, 178), u(102, 122), u(0, 14)),
@@ -221,12 +228,11 @@ def phantom_anatomy(rng, L):
     return a
 
 # %% ../nbs/00_data_fix.ipynb #4b8bb04a
-def _paint_trunk(ct, g, a):
-    "Body, chest wall, ribs, lungs with vessels, diaphragm with liver and stomach, spine, couch"
+def _paint_body(ct, g, a)->np.ndarray:
+    "Air, couch, fat, chest-wall muscle, ribs, cavity fat; returns the body radius²"
     X, Y, Z = g.x[:, None, None], g.y[None, :, None], g.z[None, None, :]
-    t = Z/g.L
     bx, by, yc = a['body']
-    neck = 1 - 0.22*np.clip((t - .86)/.14, 0, 1)
+    neck = 1 - 0.22*np.clip((Z/g.L - .86)/.14, 0, 1)
     rho = (X/(bx*neck))**2 + ((Y - yc)/(by*neck))**2
     ct[:] = -1000
     ct[:, (g.y > yc + by + 6) & (g.y < yc + by + 14), :] = 120           # couch
@@ -236,17 +242,23 @@ def _paint_trunk(ct, g, a):
     ribs = (rho > .84**2) & (rho <= .9**2) & (np.sin(2*np.pi*(Z + 18*np.abs(ang))/32) > .45)
     ct[np.broadcast_to(ribs, ct.shape)] = 650
     ct[np.broadcast_to(rho <= .84**2, ct.shape)] = a['fat']               # mediastinal / cavity fat
+    return rho
+
+# %% ../nbs/00_data_fix.ipynb #397f8319
+def _paint_lungs(ct, g, a, rho):
+    "Two lungs inside the ribs, above their diaphragm domes, narrowing to the apices"
+    X, Y, Z = g.x[:, None, None], g.y[None, :, None], g.z[None, None, :]
+    t, (bx, by, yc) = Z/g.L, a['body']
     apex = np.where(t > .84, np.sqrt(np.clip(1 - ((t - .84)/.2)**2, .02, 1)), 1)*(t < 1.04)
     for side in (-1, 1):
         lx, lrx, lry = side*bx*.47, bx*.42, by*.8
         dome = g.L*(.12 + .08*np.clip(1 - ((X - lx)/lrx)**2 - (Y/lry)**2, 0, 1))
         lung = (((X - lx)/(lrx*apex))**2 + ((Y - yc*.5)/(lry*apex))**2 <= 1) & (Z > dome) & (rho <= .84**2)
         ct[lung] = a['lung']
-    return ct
 
 # %% ../nbs/00_data_fix.ipynb #d443f73f
-def _paint_abdomen_spine(ct, g, a, rng):
-    "Liver and stomach below the diaphragm, vessels in the lungs, vertebrae with discs and spinal canal"
+def _paint_abdomen(ct, g, a, rng):
+    "Vessels in the lungs; liver, stomach and its gas bubble below the diaphragm"
     L, (bx, by, yc) = g.L, a['body']
     lungs = (ct < -500) & (ct > -990)
     vessels = _smooth_noise(rng, ct.shape) > .8
@@ -254,19 +266,22 @@ def _paint_abdomen_spine(ct, g, a, rng):
     sl, m = _ellipsoid(g, (-bx*.35, yc, L*.02), (bx*.62, by*.75, L*.16));  m &= ct[sl] > -500; _paint(ct, sl, m, a['liver'])
     sl, m = _ellipsoid(g, (bx*.4, yc - 10, L*.03), (bx*.3, by*.4, L*.09)); m &= ct[sl] > -500; _paint(ct, sl, m, 25)
     sl, m = _ellipsoid(g, (bx*.4, yc - 25, L*.06), (bx*.12, by*.15, L*.03)); _paint(ct, sl, m, -950)
-    sx, sy = a['spine']; sr = a['spine_r']
-    top = np.array([[sx, sy, -5], [sx, sy, L + 5]])
+
+# %% ../nbs/00_data_fix.ipynb #e67c0621
+def _paint_spine(ct, g, a):
+    "Vertebrae (cortex, marrow, discs), the spinal canal and the spinous processes"
+    (sx, sy), sr = a['spine'], a['spine_r']
+    top = np.array([[sx, sy, -5], [sx, sy, g.L + 5]])
     sl, m = _tube(g, top, sr + 2); _paint(ct, sl, m, 800)
     sl, m = _tube(g, top, sr - 1); _paint(ct, sl, m, 330)
     discs = (np.sin(2*np.pi*g.z/27.) > .72)[None, None, :]
     sl, m = _tube(g, top, sr); _paint(ct, sl, m & discs[:, :, sl[2]], 90)
     sl, m = _tube(g, top + [0, sr + 9, 0], 7);  _paint(ct, sl, m, 15)
     sl, m = _tube(g, top + [0, sr + 22, 0], 6); _paint(ct, sl, m, 700)
-    return ct
 
 # %% ../nbs/00_data_fix.ipynb #0893b2f9
 def _heart(g, a, rng):
-    "Heart: a lumpy ellipsoid (two harmonics on its radius), its muscle shell and septum, and the pericardial fat around it"
+    "Normalised radius ρ of the lumpy heart (≤ 1 inside) and its septum axis"
     c, r, rot = a['heart_c'], a['heart_r'], a['heart_rot']
     R = max(r[:2])*1.25
     sl, x, y, z = g.box((c[0]-R, c[1]-R, c[2]-r[2]*1.2), (c[0]+R, c[1]+R, c[2]+r[2]*1.2))
@@ -279,9 +294,19 @@ def _heart(g, a, rng):
     rho = np.sqrt((u/r[0])**2 + (v/r[1])**2 + ((z - c[2])/r[2])**2)/lump
     return sl, rho, u
 
+# %% ../nbs/00_data_fix.ipynb #9e1c3427
+def _paint_heart(ct, gt, g, a, rng):
+    "Pericardial fat, heart muscle, blood in the chambers (not the septum); label 2"
+    sl, rho, u = _heart(g, a, rng)
+    _paint(ct, sl, rho <= 1.12, a['fat'])
+    heart = rho <= 1
+    _paint(ct, sl, heart, a['myo'])
+    _paint(ct, sl, (rho <= .8) & (np.abs(u) > 4), a['blood'])
+    gt[sl][heart] = 2
+
 # %% ../nbs/00_data_fix.ipynb #bc0467d9
 def _tube_path(*pts, n=12):
-    "A smooth centreline through control points (quadratic Bezier corners), as an N×3 array"
+    "A smooth centreline through control points (quadratic Bézier corners), N×3"
     pts = np.asarray(pts, np.float32)
     if len(pts) < 3: return pts
     out = [pts[0]]
@@ -294,7 +319,7 @@ def _tube_path(*pts, n=12):
 
 # %% ../nbs/00_data_fix.ipynb #85738661
 def _vessels(g, a):
-    "Centrelines (mm) of the aorta, the superior vena cava, the pulmonary trunk, the trachea with bronchi and the esophagus"
+    "Centrelines (mm): aorta, vena cava, pulmonary trunk, trachea, bronchi, esophagus"
     L, (hx, hy, hz), hr = g.L, a['heart_c'], a['heart_r']
     za = a['t_arch']*L
     (ax, ay), (dx, dy), (tx, ty), tr = a['asc'], a['desc'], a['trachea'], a['trachea_r']
@@ -309,58 +334,57 @@ def _vessels(g, a):
     eso = _tube_path((e0x, e0y, L + 10), ((e0x + e1x)/2, (e0y + e1y)/2 + 2, L*.55), (e1x, e1y, L*.25), (e1x + 6, e1y - 8, -10))
     return dict(aorta=aorta, svc=svc, pulm=pulm, trachea=trachea, bronchi=bronchi, eso=eso)
 
+# %% ../nbs/00_data_fix.ipynb #c301a750
+def _paint_vessels(ct, gt, g, a, v):
+    "Vena cava and pulmonary trunk (unlabelled blood), and the aorta (label 4)"
+    for name, rad in (('svc', 9), ('pulm', 12)):
+        sl, m = _tube(g, v[name], rad); _paint(ct, sl, m, a['blood'])
+    n = len(v['aorta'])
+    sl, m = _tube(g, v['aorta'], np.interp(np.arange(n), [0, n*.45, n], [a['asc_r'], a['aorta_r']*1.05, a['aorta_r']]))
+    _paint(ct, sl, m, a['blood']); gt[sl][m] = 4
+
+# %% ../nbs/00_data_fix.ipynb #5f7ffb17
+def _paint_airways(ct, gt, g, a, v):
+    "Trachea and main bronchi: a soft-tissue wall around air, label 3"
+    for path, rad in [(v['trachea'], a['trachea_r'])] + [(b, a['trachea_r']*.7) for b in v['bronchi']]:
+        sl, m = _tube(g, path, rad); _paint(ct, sl, m, a['muscle']); gt[sl][m] = 3
+        sl, m = _tube(g, path, rad - 2); _paint(ct, sl, m, -1000)
+
+# %% ../nbs/00_data_fix.ipynb #0ab3bbaf
+def _paint_esophagus(ct, gt, g, a, v, rng):
+    "The esophagus: muscle-like tissue (label 1) with a few gas bubbles"
+    sl, m = _tube(g, v['eso'], a['eso_r']); _paint(ct, sl, m, a['muscle'] - 8); gt[sl][m] = 1
+    _paint(ct, sl, m & (_smooth_noise(rng, m.shape, (2, 2, 2)) > .93), -900)
+
+# %% ../nbs/00_data_fix.ipynb #8c90ef1f
+def _scan(ct, a, rng)->np.ndarray:
+    "The scanner: partial-volume blur, HU offset and noise, int16 in -1000..3000"
+    ct = ndi.gaussian_filter(ct, (.8, .8, .4), truncate=2.5)
+    ct += rng.normal(a['offset'], a['noise'], ct.shape).astype(np.float32)
+    return np.clip(np.rint(ct), -1000, 3000).astype(np.int16)
+
+def _phantom_affine(g)->np.ndarray:
+    "LPS voxel-to-world affine of a phantom grid, centred in-plane, z from -L/2"
+    (W, H, _), (dx, dy, dz) = g.shape, g.spacing
+    return np.array([[-dx, 0, 0, (W-1)/2*dx], [0, -dy, 0, (H-1)/2*dy], [0, 0, dz, -g.L/2], [0, 0, 0, 1]])
+
 # %% ../nbs/00_data_fix.ipynb #3846df82
 def make_phantom(shape:tuple=(512, 512), # in-plane size (SEGTHOR: 512 × 512)
                  n_slices:int=160,       # number of axial slices
                  seed:int=0,             # everything random comes from this seed
                 )->tuple:                # (CT int16 in HU, labels uint8, Geometry)
-    "A SEGTHOR-like thorax CT with esophagus, heart, trachea and aorta labels; spacing in SEGTHOR's ranges at 512²"
+    "A SEGTHOR-like thorax CT with esophagus, heart, trachea and aorta labels"
     rng = np.random.default_rng(seed)
-    W, H = shape
     fov, L = rng.uniform(460, 700), rng.uniform(330, 440)
-    spacing = (fov/W, fov/H, L/n_slices)
-    g = _Grid((W, H, n_slices), spacing)
+    g = _Grid((*shape, n_slices), (fov/shape[0], fov/shape[1], L/n_slices))
     a = phantom_anatomy(rng, g.L)
-    ct = np.empty(g.shape, np.float32)
-    _paint_trunk(ct, g, a); _paint_abdomen_spine(ct, g, a, rng)
-    gt = np.zeros(g.shape, np.uint8)
-    sl, rho, u = _heart(g, a, rng)
-    _paint(ct, sl, rho <= 1.12, a['fat'])
-    heart = rho <= 1
-    _paint(ct, sl, heart, a['myo'])
-    _paint(ct, sl, (rho <= .8) & (np.abs(u) > 4), a['blood'])
-    gt[sl][heart] = 2
+    ct, gt = np.empty(g.shape, np.float32), np.zeros(g.shape, np.uint8)
+    _paint_lungs(ct, g, a, _paint_body(ct, g, a))
+    _paint_abdomen(ct, g, a, rng); _paint_spine(ct, g, a)
+    _paint_heart(ct, gt, g, a, rng)
     v = _vessels(g, a)
-    for name, rad, val in (('svc', 9, a['blood']), ('pulm', 12, a['blood'])):
-        sl, m = _tube(g, v[name], rad); _paint(ct, sl, m, val)
-    n = len(v['aorta'])
-    sl, m = _tube(g, v['aorta'], np.interp(np.arange(n), [0, n*.45, n], [a['asc_r'], a['aorta_r']*1.05, a['aorta_r']]))
-    _paint(ct, sl, m, a['blood']); gt[sl][m] = 4
-    for path, rad in [(v['trachea'], a['trachea_r'])] + [(b, a['trachea_r']*.7) for b in v['bronchi']]:
-        sl, m = _tube(g, path, rad); _paint(ct, sl, m, a['muscle']); gt[sl][m] = 3
-        sl, m = _tube(g, path, rad - 2); _paint(ct, sl, m, -1000)
-    sl, m = _tube(g, v['eso'], a['eso_r']); _paint(ct, sl, m, a['muscle'] - 8); gt[sl][m] = 1
-    bubble = m & (_smooth_noise(rng, m.shape, (2, 2, 2)) > .93)
-    _paint(ct, sl, bubble, -900)
-    ct = ndi.gaussian_filter(ct, (.8, .8, .4), truncate=2.5)
-    ct += rng.normal(a['offset'], a['noise'], ct.shape).astype(np.float32)
-    ct = np.clip(np.rint(ct), -1000, 3000).astype(np.int16)
-    affine = np.array([[-spacing[0], 0, 0, (W-1)/2*spacing[0]], [0, -spacing[1], 0, (H-1)/2*spacing[1]],
-                       [0, 0, spacing[2], -g.L/2], [0, 0, 0, 1]])
-    return ct, gt, Geometry.from_affine(affine, g.shape)
-
-# %% ../nbs/00_data_fix.ipynb #15305a86
-ORGAN_CMAP = ListedColormap([(0, 0, 0, 0), (1, 0, 0, .55), (0, 1, 0, .45), (0, .3, 1, .6), (1, 1, 0, .55)])
-
-def show_labels(ct_slice:np.ndarray, gt_slice:np.ndarray=None, ax=None, window:tuple=(40, 400), title:str=None, aspect=None):
-    "Show a CT slice (`[x, y]`, HU) in a soft-tissue window with organ labels overlaid, patient's left on the right"
-    if ax is None: _, ax = plt.subplots(figsize=(4, 4))
-    lo = window[0] - window[1]/2
-    ax.imshow(ct_slice.T, cmap='gray', vmin=lo, vmax=lo + window[1], aspect=aspect)
-    if gt_slice is not None: ax.imshow(gt_slice.T, cmap=ORGAN_CMAP, vmin=0, vmax=4, interpolation='nearest', aspect=aspect)
-    ax.set_axis_off()
-    if title: ax.set_title(title, fontsize=9)
-    return ax
+    _paint_vessels(ct, gt, g, a, v); _paint_airways(ct, gt, g, a, v); _paint_esophagus(ct, gt, g, a, v, rng)
+    return _scan(ct, a, rng), gt, Geometry.from_affine(_phantom_affine(g), g.shape)
 
 # %% ../nbs/00_data_fix.ipynb #84d1a438
 def course_affine(scale:tuple=(1., 1., 1.), # (sx, sy, sz): phantom size / course size (512, 512, 160); (1, 1, 1) for real SEGTHOR
@@ -368,7 +392,7 @@ def course_affine(scale:tuple=(1., 1., 1.), # (sx, sy, sz): phantom size / cours
                   centre:tuple=(275., 200.), # rotation centre on the 512² grid (voxels)
                   shift:tuple=(50., 40., 15.), # T4 translation (voxels)
                  )->np.ndarray:              # 4×4 matrix in voxel-index space
-    "The course's heart-tampering matrix AFF = T1·R2·T3·T4 (scipy `affine_transform` maps output to input voxels with it)"
+    "The course's heart-tampering matrix AFF = T1·R2·T3·T4, in voxel-index space"
     def translate(v): m = np.eye(4); m[:3, 3] = v; return m
     c, p = np.radians(phi_deg), np.array([centre[0]*scale[0], centre[1]*scale[1], 0.])
     R2 = np.eye(4); R2[:2, :2] = [[np.cos(c), -np.sin(c)], [np.sin(c), np.cos(c)]]
@@ -379,7 +403,7 @@ def move_heart(gt:np.ndarray,     # labels [x, y, z]
                matrix:np.ndarray, # 4×4 voxel-index matrix: output voxel o takes the heart of input voxel matrix·o
                keep_others:bool=False, # never overwrite another organ's voxel (our fixes); False lets the heart land on them (the course)
               )->np.ndarray:      # new labels: the heart moved, the other classes untouched (except where the heart lands, if not `keep_others`)
-    "Move the heart (label 2) with `scipy.ndimage.affine_transform(order=0)`, as the course's tampering and its fix do"
+    "Move the heart (label 2) with nearest-neighbour `affine_transform`"
     heart = gt == 2
     moved = ndi.affine_transform(heart.astype(np.uint8), matrix, order=0, mode='constant', cval=0).astype(bool)
     if keep_others: moved &= (gt == 0) | heart
@@ -401,6 +425,21 @@ def _write_patient(args):
     if clean_copy: save_volume(gt, geom, d/'GT2.nii.gz')
     return pid, geom.spacing
 
+# %% ../nbs/00_data_fix.ipynb #fbbcb569
+def _phantom_course_matrix(shape:tuple, n_slices:int)->tuple:
+    "(scale, the course's matrix scaled to a phantom grid, z shift in whole slices)"
+    scale = (shape[0]/512, shape[1]/512, n_slices/160)
+    shift = np.multiply((50., 40., 15.), scale); shift[2] = round(shift[2])   # whole slices, like the course's 15
+    return scale, course_affine(scale, shift=shift/np.array(scale))
+
+# %% ../nbs/00_data_fix.ipynb #6a6c0a28
+def _phantom_jobs(dest:Path, n_patients:int, shape:tuple, n_slices:int, seed:int, matrix, n_test:int)->list:
+    "`_write_patient` jobs: Patient_01… (one with GT2 if tampered), Patient_41…"
+    clean_id = min(27, n_patients)
+    jobs = [(f'Patient_{i:02d}', dest, shape, n_slices, seed*1000 + i, matrix, matrix is not None and i == clean_id, True)
+            for i in range(1, n_patients+1)]
+    return jobs + [(f'Patient_{i:02d}', dest, shape, n_slices, seed*1000 + i, None, False, False) for i in range(41, 41+n_test)]
+
 # %% ../nbs/00_data_fix.ipynb #4fb61988
 def write_phantom(dest:Path|str,       # root of the SEGTHOR-layout tree to write
                   n_patients:int=40,   # labelled patients Patient_01…
@@ -411,56 +450,16 @@ def write_phantom(dest:Path|str,       # root of the SEGTHOR-layout tree to writ
                   n_test:int=0,        # unlabelled test volumes Patient_41…
                   workers:int=1,       # processes
                  )->Path:
-    "Write a phantom SEGTHOR tree (`train/Patient_XX/{Patient_XX,GT}.nii.gz`, `test/…`) and `phantom.json`"
-    from concurrent.futures import ProcessPoolExecutor
+    "Write a phantom SEGTHOR tree (`train/Patient_XX/…`, `test/…`) and `phantom.json`"
     dest, shape = Path(dest), tuple(shape)
-    scale = (shape[0]/512, shape[1]/512, n_slices/160)
-    shift = np.multiply((50., 40., 15.), scale); shift[2] = round(shift[2])   # whole slices, like the course's 15: a half-slice shift would round differently in the fix
-    matrix = course_affine(scale, shift=shift/np.array(scale)) if tamper else None
-    clean_id = min(27, n_patients)
-    jobs = [(f'Patient_{i:02d}', dest, shape, n_slices, seed*1000 + i, matrix, tamper and i == clean_id, True) for i in range(1, n_patients+1)]
-    jobs += [(f'Patient_{i:02d}', dest, shape, n_slices, seed*1000 + i, None, False, False) for i in range(41, 41+n_test)]
+    scale, matrix = _phantom_course_matrix(shape, n_slices)
+    matrix = matrix if tamper else None
     with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as ex:
-        spacing = dict((ex.map if ex else map)(_write_patient, jobs))
-    meta = dict(seed=seed, shape=list(shape), n_slices=n_slices, tampered=tamper, scale=scale,
-                matrix=None if matrix is None else matrix.tolist(), clean_pair=f'Patient_{clean_id:02d}' if tamper else None,
-                spacing_mm=spacing)
-    with atomic_path(dest/'phantom.json') as tmp: tmp.write_text(json.dumps(meta, indent=1))
+        spacing = dict((ex.map if ex else map)(_write_patient, _phantom_jobs(dest, n_patients, shape, n_slices, seed, matrix, n_test)))
+    write_json(dict(seed=seed, shape=list(shape), n_slices=n_slices, tampered=tamper, scale=scale,
+                    matrix=None if matrix is None else matrix.tolist(), clean_pair=f'Patient_{min(27, n_patients):02d}' if tamper else None,
+                    spacing_mm=spacing), dest/'phantom.json')
     return dest
-
-# %% ../nbs/00_data_fix.ipynb #35819a73
-def study_flags(argv:list)->list:
-    "The study's `--flag_name` spelling of command-line flags as fastcore's `--flag-name` (values untouched)"
-    return [re.sub(r'^--[^=]+', lambda m: m[0].replace('_', '-'), a) if a.startswith('--') else a for a in argv]
-
-def study_call_parse(func):
-    "`call_parse` that also accepts underscores in flags, and exits with one line on a user error (`ValueError` subclasses such as `VolumeError`, a missing input, a result that exists)"
-    @wraps(func)
-    def _f(*args, **kwargs):
-        if args or kwargs: return func(*args, **kwargs)
-        sys.argv[1:] = study_flags(sys.argv[1:])
-        pargs, kw, _ = parse_cli(func)
-        try: res = func(*pargs, **kw)
-        except (ValueError, FileNotFoundError, FileExistsError) as e: raise SystemExit(f"{Path(sys.argv[0]).name}: {e}")
-        return res if isinstance(res, int) else None
-    return _f
-
-# %% ../nbs/00_data_fix.ipynb #02f92f64
-@study_call_parse
-def segthor_phantom(dest:str='data/phantom', # root of the SEGTHOR-layout tree to write
-                    n_patients:int=40,       # labelled patients
-                    shape:Annotated[int, {'nargs': 2}]=(512, 512), # in-plane size (two ints)
-                    slices:int=160,          # slices per volume
-                    seed:int=0,              # base seed
-                    tamper:bool=False,       # displace the hearts like the course copy (GT2.nii.gz for Patient_27)
-                    n_test:int=0,            # unlabelled test volumes (Patient_41…)
-                    workers:int=2,           # processes
-                   ):
-    "Write a synthetic SEGTHOR-like tree of thorax CTs with labels"
-    shape = tuple(int(s) for s in (shape if isinstance(shape, (list, tuple)) else [shape, shape]))
-    root = write_phantom(dest, n_patients, shape, slices, seed, tamper, n_test, workers)
-    print(f"wrote {n_patients} labelled{f' and {n_test} unlabelled' if n_test else ''} phantom patients "
-          f"({shape[0]}×{shape[1]}×{slices}{', tampered hearts' if tamper else ''}) to {root}")
 
 # %% ../nbs/00_data_fix.ipynb #efd5ba97
 SEGTHOR_FACTS = dict(inplane=(512, 512), slices=(135, 284), spacing_xy=(0.896, 1.37), spacing_z=(2., 3.7), ct_dtypes=('int16', 'int32'))
@@ -469,14 +468,14 @@ AFFINE_TOL_VOX = 0.01      # label and CT affines may put a corner voxel this fa
 
 # %% ../nbs/00_data_fix.ipynb #e3753f97
 def _affine_gap(a:np.ndarray, b:np.ndarray, shape:tuple)->float:
-    "Largest distance (mm) between where affines `a` and `b` put the voxels of a volume of `shape` (attained at a corner)"
+    "Largest distance (mm) between where `a` and `b` put a corner voxel of `shape`"
     corners = np.array(np.meshgrid(*[[0, s - 1] for s in shape[:3]], indexing='ij')).reshape(3, -1)
     c = np.vstack([corners, np.ones(corners.shape[1])])
     return float(np.linalg.norm((a @ c - b @ c)[:3], axis=0).max())
 
 # %% ../nbs/00_data_fix.ipynb #f4bde363
 def _strict_ct(path:Path, geom:Geometry)->list:
-    "Violations of SEGTHOR's acquisition facts: 512² in-plane, 135–284 slices, spacing ranges with dx == dy, int16/int32 on disk"
+    "Where a CT breaks SEGTHOR's acquisition facts (`SEGTHOR_FACTS`)"
     f, eps, out = SEGTHOR_FACTS, SPACING_SLACK_MM, []
     (W, H, S), (dx, dy, dz) = geom.shape, geom.spacing
     if (W, H) != f['inplane']: out.append(f"{path}: in-plane size {W}×{H} (expected {f['inplane'][0]}×{f['inplane'][1]})")
@@ -500,7 +499,7 @@ def _check_ct(path:Path, strict:bool=False)->tuple:
 
 # %% ../nbs/00_data_fix.ipynb #f90ef3dd
 def _check_labels(path:Path, ct_geom:Geometry=None)->list:
-    "Problems of one training label file (GT, GT2 or GT_fixed), against its CT's grid when known"
+    "Problems of one label file (GT, GT2 or GT_fixed), on its CT's grid if known"
     try: gt, geom = load_volume(path, 'gt')
     except VolumeError as e: return [str(e)]
     out = []
@@ -524,11 +523,10 @@ def validate_patient(ct_path:Path|str,     # the patient's CT
     return problems + (_check_labels(Path(gt_path), geom) if gt_path is not None else [])
 
 # %% ../nbs/00_data_fix.ipynb #6064bab7
-_PID = re.compile(r'Patient_\d{2,}')
 _LABEL_FILES = ('GT.nii.gz', 'GT2.nii.gz', 'GT_fixed.nii.gz')
 
 def _patient_folder(d:Path)->tuple:
-    "(CT path or None, label paths present, layout problems) of one `train/Patient_XX` folder"
+    "(CT path or None, label paths present, layout problems) of one patient folder"
     names, ct_name = {f.name for f in d.iterdir()}, f'{d.name}.nii.gz'
     out = [f"{d/n}: stray file (expected {ct_name}, GT.nii.gz, optional GT2.nii.gz / GT_fixed.nii.gz)" for n in sorted(names - {ct_name, *_LABEL_FILES})]
     if ct_name not in names: out.append(f"{d}: missing CT {ct_name} (expected in every patient folder)")
@@ -536,26 +534,39 @@ def _patient_folder(d:Path)->tuple:
     return d/ct_name if ct_name in names else None, [d/n for n in _LABEL_FILES if n in names], out
 
 # %% ../nbs/00_data_fix.ipynb #6c4d2f5a
-def _tree_layout(root:Path)->tuple:
-    "Walk a SEGTHOR root: ({pid: (CT, labels)} for train/, {pid: CT} for test/, layout problems)"
-    train, test, out = {}, {}, []
-    if not root.is_dir(): return train, test, [f"{root}: not a folder (expected a SEGTHOR root with train/ and test/)"]
-    if not (root/'train').is_dir(): out.append(f"{root}: no train/ folder (expected train/Patient_XX/Patient_XX.nii.gz and GT.nii.gz)")
-    for d in sorted((root/'train').iterdir()) if (root/'train').is_dir() else []:
-        if not (d.is_dir() and _PID.fullmatch(d.name)): out.append(f"{d}: stray entry in train/ (expected Patient_XX folders)"); continue
+def _train_layout(root:Path)->tuple:
+    "({pid: (CT, labels)}, layout problems) of a tree's train/ folder"
+    train, out = {}, []
+    if not (root/'train').is_dir(): return train, [f"{root}: no train/ folder (expected train/Patient_XX/Patient_XX.nii.gz and GT.nii.gz)"]
+    for d in sorted((root/'train').iterdir()):
+        if not (d.is_dir() and PATIENT_ID.fullmatch(d.name)): out.append(f"{d}: stray entry in train/ (expected Patient_XX folders)"); continue
         ct, labels, problems = _patient_folder(d)
         train[d.name] = (ct, labels); out += problems
-    if (root/'train').is_dir() and not train: out.append(f"{root/'train'}: no patients (expected Patient_XX folders)")
+    if not train: out.append(f"{root/'train'}: no patients (expected Patient_XX folders)")
+    return train, out
+
+# %% ../nbs/00_data_fix.ipynb #b794b800
+def _test_layout(root:Path, train:dict)->tuple:
+    "({pid: CT}, layout problems) of a tree's optional test/ folder"
+    test, out = {}, []
     for f in sorted((root/'test').iterdir()) if (root/'test').is_dir() else []:
         pid = f.name[:-len('.nii.gz')] if f.name.endswith('.nii.gz') else ''
-        if not (f.is_file() and _PID.fullmatch(pid)): out.append(f"{f}: stray entry in test/ (expected Patient_XX.nii.gz files)")
+        if not (f.is_file() and PATIENT_ID.fullmatch(pid)): out.append(f"{f}: stray entry in test/ (expected Patient_XX.nii.gz files)")
         elif pid in train: out.append(f"{f}: {pid} is also a training patient (expected disjoint train/ and test/)")
         else: test[pid] = f
-    return train, test, out
+    return test, out
+
+def _tree_layout(root:Path)->tuple:
+    "Walk a SEGTHOR root: ({pid: (CT, labels)}, {pid: CT}, layout problems)"
+    if not root.is_dir(): return {}, {}, [f"{root}: not a folder (expected a SEGTHOR root with train/ and test/)"]
+    (train, p_train), (test, p_test) = (t := _train_layout(root)), _test_layout(root, t[0])
+    return train, test, p_train + p_test
 
 # %% ../nbs/00_data_fix.ipynb #4416227f
-def _validate_tree(root:Path, strict:bool=False)->tuple:
-    "(problems, {volume path: Geometry} of the readable CTs, number of label volumes) of a SEGTHOR tree"
+def scan_tree(root:Path|str,     # SEGTHOR root: train/Patient_XX/{Patient_XX,GT}.nii.gz, optional test/Patient_XX.nii.gz
+              strict:bool=False, # also check SEGTHOR's acquisition facts
+             )->tuple:           # (problems, {CT path: Geometry} of readable CTs, number of label volumes)
+    "Layout, then every CT and label volume of a tree: problems, geometries, count"
     train, test, problems = _tree_layout(Path(root))
     geoms, n_labels = {}, 0
     for ct, labels in train.values():
@@ -568,41 +579,36 @@ def _validate_tree(root:Path, strict:bool=False)->tuple:
         if geom: geoms[ct] = geom
     return problems, geoms, n_labels
 
+# %% ../nbs/00_data_fix.ipynb #3c9ade39
 def validate_tree(root:Path|str,     # SEGTHOR root: train/Patient_XX/{Patient_XX,GT}.nii.gz, optional test/Patient_XX.nii.gz
                   strict:bool=False, # also check SEGTHOR's acquisition facts
                  )->list:            # one line per problem; empty if the tree is fine
-    "Problems of a SEGTHOR-layout tree — layout, then every CT and label volume — one line each"
-    return _validate_tree(Path(root), strict)[0]
+    "Problems of a SEGTHOR-layout tree — layout, then every volume — one line each"
+    return scan_tree(root, strict)[0]
 
 # %% ../nbs/00_data_fix.ipynb #ec088d86
-def _tree_summary(root:Path, geoms:dict, n_labels:int)->str:
+def tree_summary(root:Path|str, # the tree
+                 geoms:dict,    # {CT path: Geometry}, from `scan_tree`
+                 n_labels:int,  # label volumes, from `scan_tree`
+                )->str:
     "One line: patients, volumes, slices and spacing ranges of a valid tree"
     n_train, n_test = sum(p.parent.parent.name == 'train' for p in geoms), sum(p.parent.name == 'test' for p in geoms)
     S = [g.shape[2] for g in geoms.values()]; xy = [s for g in geoms.values() for s in g.spacing[:2]]; z = [g.spacing[2] for g in geoms.values()]
     return (f"{root}: {n_train} training + {n_test} test patients, {len(geoms) + n_labels} volumes, {sum(S)} slices "
             f"({min(S)}–{max(S)} per CT), in-plane spacing {min(xy):.3f}–{max(xy):.3f} mm, slice spacing {min(z):.2f}–{max(z):.2f} mm: no problems")
 
-@study_call_parse
-def segthor_validate(root:str,         # SEGTHOR-layout root (train/Patient_XX/…, optional test/)
-                     strict:bool=False, # also check SEGTHOR's acquisition facts (512², 135–284 slices, spacing, int16/int32)
-                    ):
-    "Check a SEGTHOR tree: print one line per problem and exit 1, or a one-line summary and exit 0"
-    problems, geoms, n_labels = _validate_tree(Path(root), strict)
-    if problems or not geoms:
-        print('\n'.join(problems or [f"{root}: no volumes found (expected train/Patient_XX/Patient_XX.nii.gz)"])); raise SystemExit(1)
-    print(_tree_summary(Path(root), geoms, n_labels))
-
-# %% ../nbs/00_data_fix.ipynb #75c10326
+# %% ../nbs/00_data_fix.ipynb #580f2b2d
 def _rot_z(phi_deg:float)->np.ndarray:
     "3×3 rotation by `phi_deg` degrees about the z (slice) axis, in voxel-index space"
     c, s = math.cos(math.radians(phi_deg)), math.sin(math.radians(phi_deg))
     return np.array([[c, -s, 0.], [s, c, 0.], [0., 0., 1.]])
 
+# %% ../nbs/00_data_fix.ipynb #75c10326
 def course_params(matrix:np.ndarray,           # 4×4 voxel matrix: a rotation about z and a translation
                   scale:tuple=(1., 1., 1.),    # grid size / the course's (512, 512, 160), as for `course_affine`
                   centre:tuple=(275., 200.),   # rotation centre on the 512² grid
                  )->tuple:                     # (φ in degrees, T4 translation in voxels of this grid)
-    "Inverse of `course_affine`: the rotation angle and the T4 translation of `matrix = T1·R(φ)·T1⁻¹·T4`"
+    "Inverse of `course_affine`: φ and T4 of `matrix = T1·R(φ)·T1⁻¹·T4`"
     M = np.asarray(matrix, float)
     phi = math.degrees(math.atan2(M[1, 0], M[0, 0]))
     R, p = M[:3, :3], np.array([centre[0]*scale[0], centre[1]*scale[1], 0.])
@@ -610,41 +616,43 @@ def course_params(matrix:np.ndarray,           # 4×4 voxel matrix: a rotation a
 
 # %% ../nbs/00_data_fix.ipynb #5277fa24
 def _rigid(params:np.ndarray, centre:np.ndarray)->np.ndarray:
-    "4×4 voxel matrix with M·o = R(φ)(o − c) + c + u, for params (φ degrees, u voxels) and c = `centre`"
+    "Voxel matrix of M·o = R(φ)(o − c) + c + u for params (φ°, u voxels)"
     R, c = _rot_z(params[0]), np.asarray(centre, float)
     M = np.eye(4); M[:3, :3] = R; M[:3, 3] = c - R @ c + np.asarray(params[1:4], float)
     return M
 
 def _bbox(idx:np.ndarray, margin:float, shape:tuple)->tuple:
-    "Slices of the box around positions `idx` (N×3, voxels) grown by `margin`, clipped to `shape` (at least 2 voxels wide)"
+    "Slices of the box around voxels `idx` (N×3) grown by `margin`, inside `shape`"
     lo = np.clip(np.floor(idx.min(0) - margin), 0, np.array(shape) - 2).astype(int)
     hi = np.maximum(np.minimum(np.ceil(idx.max(0) + margin) + 1, shape), lo + 2).astype(int)
     return tuple(slice(int(l), int(h)) for l, h in zip(lo, hi))
 
+# %% ../nbs/00_data_fix.ipynb #e7ff657c
+def _trilinear(v:np.ndarray, q:np.ndarray)->tuple:
+    "Trilinear values and exact gradients of `v` at positions `q` (N×3), 0 outside"
+    i = np.floor(q).astype(np.int64); fx, fy, fz = (q - i).T
+    ok = ((i >= 0) & (i <= np.array(v.shape) - 2)).all(1)
+    i[~ok] = 0
+    st = np.array(v.strides)//8
+    c = [v.ravel()[i @ st + np.dot(k, st)] for k in np.ndindex(2, 2, 2)]   # corners 000, 001, 010, …, 111 (x, y, z)
+    lerp = lambda a, b, t: a + t*(b - a)
+    zs = [lerp(c[k], c[k + 1], fz) for k in (0, 2, 4, 6)]                      # along z, then y, then x
+    dz = [c[k + 1] - c[k] for k in (0, 2, 4, 6)]
+    y0, y1 = lerp(zs[0], zs[1], fy), lerp(zs[2], zs[3], fy)
+    grad = np.stack([y1 - y0, lerp(zs[1] - zs[0], zs[3] - zs[2], fx), lerp(lerp(dz[0], dz[1], fy), lerp(dz[2], dz[3], fy), fx)], 1)
+    return np.where(ok, lerp(y0, y1, fx), 0), np.where(ok[:, None], grad, 0)
+
 # %% ../nbs/00_data_fix.ipynb #eb8a28ca
 class _SmoothField:
-    "A volume Gaussian-smoothed inside a box, as its trilinear interpolant: values and exact gradients at voxel positions of the full grid"
+    "A volume Gaussian-smoothed in a box, as a trilinear interpolant on the grid"
     def __init__(self, vol, sigma, box):
         self.lo = np.array([s.start for s in box], float) - 1     # one voxel of zero border: 0 outside the box
         self.v = np.pad(ndi.gaussian_filter(vol[box].astype(np.float64), sigma, mode='constant'), 1)   # float64: L-BFGS needs the precision
-    def __call__(self, pts):
-        q = pts - self.lo
-        i = np.floor(q).astype(np.int64); fx, fy, fz = (q - i).T
-        ok = ((i >= 0) & (i <= np.array(self.v.shape) - 2)).all(1)
-        i[~ok] = 0
-        st = np.array(self.v.strides)//8
-        c = [self.v.ravel()[i @ st + np.dot(k, st)] for k in np.ndindex(2, 2, 2)]   # corners 000, 001, 010, …, 111 (x, y, z)
-        lerp = lambda a, b, t: a + t*(b - a)
-        zs = [lerp(c[k], c[k + 1], fz) for k in (0, 2, 4, 6)]                      # along z, then y, then x
-        dz = [c[k + 1] - c[k] for k in (0, 2, 4, 6)]
-        y0, y1 = lerp(zs[0], zs[1], fy), lerp(zs[2], zs[3], fy)
-        val = lerp(y0, y1, fx)
-        grad = np.stack([y1 - y0, lerp(zs[1] - zs[0], zs[3] - zs[2], fx), lerp(lerp(dz[0], dz[1], fy), lerp(dz[2], dz[3], fy), fx)], 1)
-        return np.where(ok, val, 0), np.where(ok[:, None], grad, 0)
+    def __call__(self, pts): return _trilinear(self.v, pts - self.lo)
 
 # %% ../nbs/00_data_fix.ipynb #8da7b80a
 def _rigid_cost(params, pts, ref, field, centre, loss):
-    "Normalised SSD (or minus correlation) of `ref` at `pts` against `field` at M·pts, and its gradient in (φ, u)"
+    "Normalised SSD (or −correlation) of `ref` vs `field` at M·pts, and gradient"
     R, d = _rot_z(params[0]), pts - centre
     val, grad = field(d @ R.T + centre + params[1:4])
     dR = math.radians(1)*np.array([[-R[1, 0], -R[0, 0], 0], [R[0, 0], -R[1, 0], 0], [0, 0, 0]])   # dR/dφ per degree
@@ -655,7 +663,7 @@ def _rigid_cost(params, pts, ref, field, centre, loss):
 
 # %% ../nbs/00_data_fix.ipynb #f8d3ff84
 def _fit_level(template, target, params, centre, loss, sigma, stride, support):
-    "One level of `refine_rigid`: L-BFGS of (φ, ux, uy) at a fixed whole-slice uz, templates sampled at in-plane cell centres"
+    "One level of `refine_rigid`: L-BFGS of (φ, ux, uy) at a fixed whole-slice uz"
     m = int(3*sigma) + 2
     box = _bbox(support, m, template.shape)
     ref = template[box].astype(np.float64)
@@ -680,7 +688,7 @@ def refine_rigid(template:np.ndarray,  # on the tampered grid: the tampered hear
                  support:np.ndarray=None, # voxels that matter (default: template != 0)
                  z_steps:tuple=(-1, 0, 1), # whole-slice changes of uz tried at each level
                 )->tuple:              # (params, final cost)
-    "Coarse-to-fine fit of a rotation about z + 3D translation (uz in whole slices) matching `template`(o) to `target`(M·o)"
+    "Coarse-to-fine fit of φ and u (uz whole) with `template`(o) ≈ `target`(M·o)"
     idx = np.argwhere(template != 0 if support is None else support)
     params, centre = np.asarray(params, float), np.asarray(centre, float)
     for sigma, stride in levels:
@@ -690,34 +698,40 @@ def refine_rigid(template:np.ndarray,  # on the tampered grid: the tampered hear
 
 # %% ../nbs/00_data_fix.ipynb #d207fe88
 def inplane_axes(mask:np.ndarray)->tuple:
-    "(centroid in voxels, angle in degrees of the major axis of the in-plane second moments) of a 3D mask"
+    "(centroid in voxels, angle in degrees of the in-plane major axis) of a 3D mask"
     idx = np.argwhere(mask).astype(float)
-    if not len(idx): raise ValueError("empty mask: no heart voxels to register")
+    if not len(idx): raise SegthorError("empty mask: no heart voxels to register")
     c = idx.mean(0); d = idx[:, :2] - c[:2]
     w, v = np.linalg.eigh(d.T @ d/len(d))
     return c, math.degrees(math.atan2(v[1, 1], v[0, 1]))
 
 # %% ../nbs/00_data_fix.ipynb #e73593c4
-def _polish_exact(tampered:np.ndarray, clean:np.ndarray, params:np.ndarray, centre:np.ndarray, steps=(2., 1., .5, .25, .12, .06, .03))->tuple:
-    "Pattern search on the exact forward model — the voxels where tampered(o) ≠ clean(round(M·o)) — then the centre of its zero set"
+def _mismatch_counter(tampered:np.ndarray, clean:np.ndarray, centre:np.ndarray):
+    "params ↦ voxels near `tampered` where tampered(o) ≠ clean(round(M·o))"
     box = _bbox(np.argwhere(tampered), 2, tampered.shape)
     pts = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box], indexing='ij'), -1).reshape(-1, 3).astype(float)
     ref, B = tampered[box].ravel(), clean.astype(np.uint8)
     def count(p):
         M = _rigid(p, centre)
         return int((ndi.map_coordinates(B, (pts @ M[:3, :3].T + M[:3, 3]).T, order=0) != ref).sum())
+    return count
+
+# %% ../nbs/00_data_fix.ipynb #5653b4f1
+def _pattern_search(count, params:np.ndarray, steps=(2., 1., .5, .25, .12, .06, .03))->tuple:
+    "Compass search of φ, ux, uy (uz stays whole) minimising `count`, steps shrinking"
     best = count(params)
-    for h in steps:                                                   # φ in degrees, ux, uy in voxels; uz stays whole
+    for h in steps:
         improved = True
         while improved and best:
             improved = False
             for k, sgn in [(k, s) for k in range(3) for s in (-1, 1)]:
                 p = params.copy(); p[k] += sgn*h
                 if (c := count(p)) < best: params, best, improved = p, c, True
-    return (_zero_set_centre(count, params) if best == 0 else params), best
+    return params, best
 
+# %% ../nbs/00_data_fix.ipynb #40585602
 def _zero_set_centre(count, params, rounds=2, tol=.005):
-    "Move each of φ, ux, uy to the middle of the interval over which `count` stays 0 (the transforms the labels cannot tell apart)"
+    "Move φ, ux, uy each to the middle of the interval where `count` stays 0"
     def reach(k, sgn):
         at = lambda d: count(np.r_[params[:k], params[k] + sgn*d, params[k+1:]]) == 0
         lo, hi = 0., .25
@@ -730,11 +744,18 @@ def _zero_set_centre(count, params, rounds=2, tol=.005):
             if count(p) == 0: params = p                               # the zero set need not be convex
     return params
 
+# %% ../nbs/00_data_fix.ipynb #7430e7f4
+def _polish_exact(tampered:np.ndarray, clean:np.ndarray, params:np.ndarray, centre:np.ndarray)->tuple:
+    "Pattern search on the exact forward model, then the centre of its zero set"
+    count = _mismatch_counter(tampered, clean, centre)
+    params, best = _pattern_search(count, params)
+    return (_zero_set_centre(count, params) if best == 0 else params), best
+
 # %% ../nbs/00_data_fix.ipynb #1cb7637b
 def register_pair(tampered:np.ndarray, # tampered heart mask (GT.nii.gz == 2)
                   clean:np.ndarray,    # clean heart mask on the same grid (GT2.nii.gz == 2)
                  )->np.ndarray:        # 4×4 voxel matrix M with tampered(o) ≈ clean(M·o): the tampering matrix
-    "Estimate the course's tampering (rotation about z + 3D translation) by 3D registration of a tampered/clean heart pair"
+    "The tampering matrix of a tampered/clean heart pair, by 3D rigid registration"
     A, B = tampered.astype(np.float32), clean.astype(np.float32)
     (cA, aA), (cB, aB) = inplane_axes(tampered), inplane_axes(clean)
     wrap = lambda a: (a + 180) % 360 - 180
@@ -749,7 +770,7 @@ def heart_likeness(ct:np.ndarray,        # CT in HU
                    hu:tuple=(-10., 320.), # soft tissue and (contrast) blood, HU
                    ramp:float=30.,       # HU over which the score falls to 0 outside `hu`
                   )->np.ndarray:         # float32: 1 heart-like, 0 not, -2 on another organ
-    "How plausible each voxel is as heart, from its (lightly smoothed) HU and the other organs' labels"
+    "How heart-like each voxel is, from its smoothed HU and the other organs' labels"
     x = ndi.gaussian_filter(ct.astype(np.float32), 1.)
     score = np.clip((x - hu[0] + ramp)/ramp, 0, 1)*np.clip((hu[1] + ramp - x)/ramp, 0, 1)
     score[(gt == 1) | (gt == 3) | (gt == 4)] = -2
@@ -761,7 +782,7 @@ def heart_template(heart:np.ndarray, # heart mask
                    shell_mm:float=8., # thickness of the shell around it
                    w_shell:float=1.,  # weight of the shell (negative)
                   )->np.ndarray:      # float32: +1 inside, -w_shell on the shell, 0 elsewhere
-    "A heart template for the blind fix: the heart, and the shell around it where a real heart has no more heart tissue"
+    "The blind fix's template: +1 on the heart, −`w_shell` on a shell around it"
     box = _bbox(np.argwhere(heart), math.ceil(shell_mm/min(spacing)) + 1, heart.shape)
     d = ndi.distance_transform_edt(~heart[box], sampling=spacing)
     out = np.zeros(heart.shape, np.float32)
@@ -775,13 +796,14 @@ def _downsample(vol:np.ndarray, f:tuple)->np.ndarray:
     v = vol[:s[0], :s[1], :s[2]].astype(np.float32)
     return v.reshape(s[0]//f[0], f[0], s[1]//f[1], f[1], s[2]//f[2], f[2]).mean((1, 3, 5))
 
+# %% ../nbs/00_data_fix.ipynb #6e0c1c20
 def search_rigid_fft(template:np.ndarray, # on the tampered grid
                      score:np.ndarray,    # where a heart should be, same grid
                      centre:np.ndarray,   # rotation centre (voxels)
                      angles:np.ndarray,   # candidate φ (degrees)
                      factor:tuple=(2, 2, 1), # coarse scale (voxels per block)
                     )->np.ndarray:        # (φ, ux, uy, uz) maximising Σ template(o)·score(M·o)
-    "Global search: for each angle, the correlation of the rotated template with `score` at every translation, by FFT"
+    "Global search: for each angle, correlate at every translation by FFT"
     T, P, f = _downsample(template, factor), _downsample(score, factor), np.array(factor, float)
     c = (np.asarray(centre) - (f - 1)/2)/f
     S2 = [2*n for n in P.shape]
@@ -800,7 +822,7 @@ def register_blind(ct:np.ndarray,     # CT in HU
                    spacing:tuple,     # voxel size (mm)
                    angles:tuple=tuple(range(-45, 46, 5)), # rotations searched (degrees)
                   )->np.ndarray:      # 4×4 voxel matrix M with tampered(o) ≈ true heart(M·o)
-    "Estimate the tampering matrix with no clean labels: fit the tampered heart to the CT's heart-like region"
+    "The tampering matrix without clean labels, from the CT's heart-likeness"
     heart = gt == 2
     template, score, c = heart_template(heart, spacing), heart_likeness(ct, gt), inplane_axes(heart)[0]
     f = max(1, round(gt.shape[0]/96))                                   # coarse scale: ~96 voxels across
@@ -813,41 +835,48 @@ def register_blind(ct:np.ndarray,     # CT in HU
     return _rigid(min(fits, key=lambda r: r[1])[0], c)
 
 # %% ../nbs/00_data_fix.ipynb #29446b6e
-class LayoutError(ValueError):
-    "A SEGTHOR tree that cannot be fixed as asked, with the folder and the problem in the message"
+class LayoutError(SegthorError):
+    "A SEGTHOR tree that cannot be fixed as asked, with the folder and the problem"
 
 def _tree_info(root:Path)->tuple:
-    "(training patient folders with GT.nii.gz, phantom.json contents or {}, previous fix_report.json or {})"
-    if not (root/'train').is_dir(): raise LayoutError(f"{root}: no train/ folder (expected train/Patient_XX/GT.nii.gz)")
-    patients = [d for d in sorted((root/'train').iterdir()) if _PID.fullmatch(d.name) and (d/'GT.nii.gz').exists()]
+    "(patients with GT.nii.gz, phantom.json or {}, earlier fix_report.json or {})"
+    patients = [d for d in patient_dirs(root) if (d/'GT.nii.gz').exists()]
     if not patients: raise LayoutError(f"{root}/train: no Patient_XX folder with GT.nii.gz")
     read = lambda f: json.loads((root/f).read_text()) if (root/f).exists() else {}
     return patients, read('phantom.json'), read('fix_report.json')
 
+def _tree_scale(patients:list, phantom:dict)->tuple:
+    "Grid / course size: a phantom's own, else from the CT's in-plane size (z: 1)"
+    W, H = nib.load(str(patients[0]/'GT.nii.gz')).shape[:2]
+    return tuple(phantom.get('scale') or (W/512, H/512, 1.))
+
 # %% ../nbs/00_data_fix.ipynb #7225b50e
 def _pooled(estimates:dict, scale:tuple)->np.ndarray:
-    "One course-family matrix from per-patient (φ, T4) estimates: their median angle and translation"
+    "One course-family matrix from per-patient (φ, T4): their median angle and T4"
     phi = float(np.median([e['phi_deg'] for e in estimates.values()]))
     t = np.median([e['translation_vox'] for e in estimates.values()], axis=0)
     return course_affine(scale, phi, shift=t/np.asarray(scale))
 
+# %% ../nbs/00_data_fix.ipynb #37f75be7
+def _patient_estimate(d:Path, method:str)->np.ndarray|None:
+    "A patient's tampering matrix: `pair` from GT2, `blind` from the CT; else None"
+    gt = load_volume(d/'GT.nii.gz', 'gt')[0]
+    if method == 'pair' and (d/'GT2.nii.gz').exists(): return register_pair(gt == 2, load_volume(d/'GT2.nii.gz', 'gt')[0] == 2)
+    if method == 'blind': ct, geom = load_volume(d/f'{d.name}.nii.gz', 'ct'); return register_blind(ct, gt, geom.spacing)
+
+# %% ../nbs/00_data_fix.ipynb #cdbb0a97
 def tamper_matrix(patients:list, # training patient folders
                   method:str,    # 'known', 'pair' or 'blind'
                   scale:tuple,   # grid / course size, for the course's parametrisation
                   phantom:dict,  # phantom.json contents ({} for real data)
                  )->tuple:       # (4×4 tampering matrix, {patient: estimate} for pair/blind)
-    "The course's tampering matrix of a tree: known, estimated from the GT2 pairs, or estimated blind from the CTs"
+    "The course's tampering matrix of a tree: known, from GT2 pairs, or blind"
     if method == 'known':
         if phantom and not phantom.get('tampered'): raise LayoutError("phantom.json: this phantom tree is not tampered; nothing to fix")
         return (np.array(phantom['matrix']) if phantom.get('matrix') else course_affine(scale)), {}
-    est = {}
-    for d in patients:
-        gt = load_volume(d/'GT.nii.gz', 'gt')[0]
-        if method == 'pair' and (d/'GT2.nii.gz').exists(): M = register_pair(gt == 2, load_volume(d/'GT2.nii.gz', 'gt')[0] == 2)
-        elif method == 'blind': ct, geom = load_volume(d/f'{d.name}.nii.gz', 'ct'); M = register_blind(ct, gt, geom.spacing)
-        else: continue
-        phi, t = course_params(M, scale); est[d.name] = dict(phi_deg=phi, translation_vox=list(t))
+    est = {d.name: course_params(M, scale) for d in patients if (M := _patient_estimate(d, method)) is not None}
     if not est: raise LayoutError(f"{patients[0].parent}: no patient has GT2.nii.gz (the pair method needs one clean label volume)")
+    est = {p: dict(phi_deg=phi, translation_vox=list(t)) for p, (phi, t) in est.items()}
     return _pooled(est, scale), est
 
 # %% ../nbs/00_data_fix.ipynb #52f270c9
@@ -859,8 +888,8 @@ def _place(src:Path, dst:Path):
         except OSError: shutil.copy2(src, tmp)
 
 def _copy_tree(src:Path, dest:Path):
-    "Link the parts of a SEGTHOR tree that a fix does not change into `dest`: CTs, GT2.nii.gz, test/ and phantom.json"
-    for d in sorted((src/'train').iterdir()):
+    "Link what a fix does not change into `dest`: CTs, GT2, test/, phantom.json"
+    for d in patient_dirs(src):
         for name in (f'{d.name}.nii.gz', 'GT2.nii.gz'):
             if (d/name).exists(): _place(d/name, dest/'train'/d.name/name)
     for f in sorted((src/'test').glob('*.nii.gz')) if (src/'test').is_dir() else []: _place(f, dest/'test'/f.name)
@@ -868,7 +897,7 @@ def _copy_tree(src:Path, dest:Path):
 
 # %% ../nbs/00_data_fix.ipynb #6494b24b
 def _fix_patient(d:Path, inv:np.ndarray, out:Path)->dict:
-    "Write one patient's fixed labels to `out` (original affine/header) and return its heart counts and Dice vs GT2"
+    "Write a patient's fixed labels to `out`; return heart counts and Dice vs GT2"
     gt, geom = load_volume(d/'GT.nii.gz', 'gt')
     fixed = move_heart(gt, inv, keep_others=True)
     others = (gt != 0) & (gt != 2)
@@ -879,48 +908,39 @@ def _fix_patient(d:Path, inv:np.ndarray, out:Path)->dict:
                heart_at_lost_edge=int(((fixed == 2) & ndi.binary_dilation(~seen)).sum()))
     if (d/'GT2.nii.gz').exists():
         clean = load_volume(d/'GT2.nii.gz', 'gt')[0] == 2
-        dc = lambda a: float(2*(a & clean).sum()/max(1, a.sum() + clean.sum()))
-        rec.update(dice_vs_clean_before=dc(gt == 2), dice_vs_clean=dc(fixed == 2))
+        rec.update(dice_vs_clean_before=float(dice_per_class(gt == 2, clean, 2, empty=0.)[1]),
+                   dice_vs_clean=float(dice_per_class(fixed == 2, clean, 2, empty=0.)[1]))
     return rec
+
+# %% ../nbs/00_data_fix.ipynb #bec7299e
+def _fix_report(method:str, src:Path, layout:str, M:np.ndarray, scale:tuple, est:dict, phantom:dict)->dict:
+    "The transform part of `fix_report.json`, and the error vs a phantom's matrix"
+    phi, t = course_params(M, scale)
+    r = dict(method=method, src=str(src), layout=layout, matrix=np.linalg.inv(M).tolist(), tamper_matrix=M.tolist(),
+             phi_deg=phi, translation_vox=list(t), scale=list(scale), estimates=est)
+    if phantom.get('matrix'):
+        phi0, t0 = course_params(np.array(phantom['matrix']), scale)
+        r['error_vs_phantom'] = dict(phi_deg=phi - phi0, translation_vox=[a - b for a, b in zip(t, t0)])
+    return r
 
 # %% ../nbs/00_data_fix.ipynb #ec292345
 def fix_tree(src:Path|str,       # tampered SEGTHOR tree (the course copy, or a tampered phantom)
              dest:Path|str=None, # None: GT_fixed.nii.gz beside each GT.nii.gz; else a fixed copy of the tree here
              method:str='known', # 'known' (the course matrix), 'pair' (from GT2 pairs) or 'blind' (from the CTs)
             )->dict:             # the report, also written to fix_report.json
-    "Undo the course's heart tampering in every training patient, and report the transform and its effect"
+    "Undo the course's heart tampering in every training patient, and report"
     start = time.time()
-    if method not in ('known', 'pair', 'blind'): raise ValueError(f"method must be 'known', 'pair' or 'blind', not {method!r}")
+    if method not in ('known', 'pair', 'blind'): raise SegthorError(f"method must be 'known', 'pair' or 'blind', not {method!r}")
     src = Path(src); patients, phantom, previous = _tree_info(src)
     if previous.get('layout') == 'fixed copy': raise LayoutError(f"{src}: already a fixed copy (fix_report.json); fix the original tree")
     if dest is not None and Path(dest).resolve() == src.resolve(): raise LayoutError(f"{dest}: the fixed copy must not replace the source tree")
-    W, H = load_volume(patients[0]/'GT.nii.gz')[1].shape[:2]
-    scale = tuple(phantom.get('scale') or (W/512, H/512, 1.))
+    scale = _tree_scale(patients, phantom)
     M, est = tamper_matrix(patients, method, scale, phantom)
-    inv, root = np.linalg.inv(M), Path(dest) if dest is not None else src
+    root = Path(dest) if dest is not None else src
     if dest is not None: _copy_tree(src, root)
     out = lambda d: root/'train'/d.name/'GT.nii.gz' if dest is not None else d/'GT_fixed.nii.gz'
-    phi, t = course_params(M, scale)
-    report = dict(method=method, src=str(src), layout='fixed copy' if dest is not None else 'GT_fixed beside GT',
-                  matrix=inv.tolist(), tamper_matrix=M.tolist(), phi_deg=phi, translation_vox=list(t), scale=list(scale), estimates=est,
-                  patients={d.name: _fix_patient(d, inv, out(d)) for d in patients})
-    if phantom.get('matrix'):
-        phi0, t_phantom = course_params(np.array(phantom['matrix']), scale)
-        report['error_vs_phantom'] = dict(phi_deg=phi - phi0, translation_vox=[a - b for a, b in zip(t, t_phantom)])
+    report = _fix_report(method, src, 'fixed copy' if dest is not None else 'GT_fixed beside GT', M, scale, est, phantom)
+    report['patients'] = {d.name: _fix_patient(d, np.linalg.inv(M), out(d)) for d in patients}
     report['seconds'] = round(time.time() - start, 2)
-    with atomic_path(root/'fix_report.json') as tmp: tmp.write_text(json.dumps(report, indent=1))
+    write_json(report, root/'fix_report.json')
     return report
-
-# %% ../nbs/00_data_fix.ipynb #658a718a
-@study_call_parse
-def segthor_fix(src:str,            # tampered SEGTHOR tree
-                dest:str=None,      # write a fixed copy here (GT.nii.gz = fixed labels) instead of GT_fixed.nii.gz beside each GT
-                method:str='known', # known | pair | blind
-               ):
-    "Undo the course's heart displacement: write GT_fixed.nii.gz (or a fixed copy of the tree) and fix_report.json"
-    try: r = fix_tree(src, dest, method)
-    except (LayoutError, VolumeError, ValueError) as e: print(f"segthor-fix: {e}"); raise SystemExit(1)
-    print(f"{method}: φ = {r['phi_deg']:.3f}°, T4 = ({', '.join(f'{v:.2f}' for v in r['translation_vox'])}) voxels; "
-          f"{len(r['patients'])} patients fixed ({r['layout']}) in {r['seconds']:.1f} s; report {Path(dest or src)/'fix_report.json'}")
-    for pid, p in r['patients'].items():
-        if 'dice_vs_clean' in p: print(f"{pid}: heart Dice vs GT2 {p['dice_vs_clean_before']:.3f} → {p['dice_vs_clean']:.4f}")

@@ -1,4 +1,4 @@
-"""The study's `test.py` (2D metrics per slice, optional PNG export) and `test3d.py` (predict, stitch back to each CT's native grid, 3D metrics in mm) as functions and the CLIs `segthor-test` and `segthor-test3d`, writing the long-format results, the course's arrays, summary tables and figures
+"""The study's `test.py` (2D metrics per slice, optional PNG export) and `test3d.py` (predict, stitch back to each CT's native grid, 3D metrics in mm) as the functions `test2d` and `test3d`, writing the long-format results, the course's arrays, summary tables and figures
 
 Docs: https://segthor-nb.github.io/segthor_nb/evaluate.html.md"""
 
@@ -6,65 +6,64 @@ Docs: https://segthor-nb.github.io/segthor_nb/evaluate.html.md"""
 
 # %% ../nbs/05b_evaluate.ipynb #9321bd35
 from __future__ import annotations
-import json, re, shutil, sys, dataclasses
-from functools import wraps
+import dataclasses, json, re, shutil
 from pathlib import Path
-from typing import Annotated
-import numpy as np, pandas as pd, torch
-import matplotlib.pyplot as plt
+import numpy as np, pandas as pd, torch, matplotlib.pyplot as plt
 from torch import nn
-from .data_fix import VolumeError, atomic_path, save_volume, study_call_parse
-from .slicing import SliceDataset, SlicingError, stitch_volume, stitch_geometry, stitch_folder, write_png
-from .models import load_weights, read_state_dict
-from .train import DATASETS, TrainConfig, TrainSlices, build_model, checkpoint_keys
-from .metrics import metrics2d, long_format, summarise, summary_table, score_folders, find_label_volumes, write_csv
+from .core import DATASETS, SegthorError, TrainConfig, atomic_path, refuse_existing, write_csv, md_table, label_name
+from .data_fix import VolumeError, save_volume
+from .slicing import SliceDataset, SliceTensors, SlicingError, stitch_volume, stitch_geometry, stitch_folder, write_png
+from .models import load_run, run_config
+from .metrics import metrics2d, long_format, summarise, summary_table, score_folders, find_label_volumes
 from .metrics import plot_organ_bars, plot_violins, plot_dice_along_z
 
 # %% auto #0
-__all__ = ['RESULT_NAMES', 'run_settings', 'load_model', 'patient_slices', 'predict_split', 'patients_in_split',
-           'predict_volumes', 'split_gt', 'evaluate3d', 'evaluate2d', 'course_arrays', 'save_course_arrays',
-           'write_results', 'segthor_test3d', 'segthor_test']
+__all__ = ['RESULT_NAMES', 'evaluation_setup', 'patient_slices', 'predict_split', 'patients_in_split', 'predict_volumes',
+           'split_gt', 'evaluate3d', 'evaluate2d', 'course_arrays', 'save_course_arrays', 'write_results', 'test3d',
+           'test2d']
 
 # %% ../nbs/05b_evaluate.ipynb #9e049f83
-def run_settings(weights:Path|str, # a checkpoint, or a training run's folder (its best.safetensors)
-                 **overrides,      # settings to use instead of the run's (None: keep the run's)
-                )->dict:           # weights (a file), data_root, and the model settings of `load_model`
-    "How to rebuild a trained model: the training run's config.json beside the weights, then `overrides`"
-    weights = Path(weights)
-    if weights.is_dir(): weights = weights/'best.safetensors'
-    f = weights.parent/'config.json'
-    cfg = json.loads(f.read_text()) if f.exists() else {}
-    K = DATASETS.get(cfg.get('dataset'), DATASETS['SEGTHOR'])['K']
-    s = dict(weights=str(weights), data_root=cfg.get('data_root'), model=cfg.get('model') or 'ENet', num_classes=K,
-             normalize=cfg.get('normalize', False), model_cfg=cfg.get('model_cfg') or {}, crf=cfg.get('crf', False), r=cfg.get('r', 6),
-             finetune_crf=cfg.get('finetune_crf', False), from_checkpoint=cfg.get('from_checkpoint'))
-    return s | {k: v for k, v in overrides.items() if v is not None}
+def _json_option(name:str, v)->dict:
+    "A dict option given as a dict or as a JSON string (from the command line)"
+    if not isinstance(v, str): return dict(v)
+    try: return json.loads(v)
+    except json.JSONDecodeError as e: raise SegthorError(f"--{name}: not valid JSON ({e})") from None
 
-# %% ../nbs/05b_evaluate.ipynb #d2aca1e9
-def load_model(weights:Path|str|nn.Module, # checkpoint (.safetensors, or a weights-only torch file), or a model to use as is
-               model:str='ENet',           # ENet, shallow, samed, samed_fast or SAM2UNet
-               num_classes:int=5,          # K, background included
-               normalize:bool=False,       # trained on histogram-equalised [-1, 1] images (SAM models need to know)
-               model_cfg:dict=None,        # builder options, e.g. {'size': 'tiny'}, {'checkpoint': 'sam_vit_b.pth'}
-               crf:bool=False,             # the model was trained wrapped in a CRF
-               r:int=6,                    # LoRA rank of samed / samed_fast
-               device:str='cpu',
-               finetune_crf:bool=False,    # the CRF run also trained the model's last layer
-               from_checkpoint:str=None,   # the run's starting weights: where a partial checkpoint's frozen rest comes from
-              )->nn.Module:                # in eval mode, on `device`
-    "A trained model for inference: built as training built it, its weights loaded strictly"
-    if isinstance(weights, nn.Module): return weights.to(device).eval()
-    n_file = len(read_state_dict(weights))  # a missing or unreadable file fails before any model is built
-    cfg = TrainConfig(model=model, normalize=normalize, model_cfg=dict(model_cfg or {}), crf=crf, finetune_crf=finetune_crf, r=r)
-    net = build_model(cfg, num_classes)
-    partial = n_file < len(net.state_dict())
-    if partial and from_checkpoint: net = build_model(dataclasses.replace(cfg, from_checkpoint=from_checkpoint), num_classes)  # e.g. a CRF over a trained ENet
-    load_weights(net, weights, keys=checkpoint_keys(net) if partial else None)
-    return net.to(device).eval()
+# %% ../nbs/05b_evaluate.ipynb #e5b0000b
+def _run_and_classes(weights:Path, over:dict)->tuple:
+    "(TrainConfig, K) of the run behind `weights`, `over` applied"
+    has_config = (weights if weights.is_dir() else weights.parent).joinpath('config.json').is_file()
+    cfg = dataclasses.replace(run_config(weights) if has_config else TrainConfig(), **{k: v for k, v in over.items() if k != 'num_classes'})
+    return cfg, over.get('num_classes') or DATASETS[cfg.dataset]['K']
+
+# %% ../nbs/05b_evaluate.ipynb #e5b0000f
+def _eval_overrides(dataset:str|None, gpu:bool, overrides:dict)->dict:
+    "The settings given (None: the run's), checked, with `model_cfg` parsed"
+    if dataset is not None and dataset not in DATASETS: raise SegthorError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    if gpu and not torch.cuda.is_available(): raise SegthorError("--gpu: no CUDA device available")
+    over = {k: v for k, v in dict(overrides, dataset=dataset).items() if v is not None}
+    if 'model_cfg' in over: over['model_cfg'] = _json_option('model_cfg', over['model_cfg'])
+    return over
+
+# %% ../nbs/05b_evaluate.ipynb #e5b00008
+def evaluation_setup(weights:Path|str,   # a training run's folder, or a checkpoint (config.json beside it)
+                     dataset:str=None,   # gives K and the default data root (default: the run's)
+                     data_root:str=None, # sliced dataset root (default: the run's, else data/<dataset>)
+                     dest:str=None,      # results folder (default: eval/ beside the weights)
+                     gpu:bool=False,     # run the model on CUDA
+                     **overrides,        # model, num_classes, model_cfg, r, crf, normalize (None: the run's)
+                    )->dict:             # model, num_classes, normalize, data_root, dest, device
+    "A run's rebuilt model, classes, input scaling, data root and results folder"
+    over, device, weights = _eval_overrides(dataset, gpu, overrides), 'cuda' if gpu else 'cpu', Path(weights)
+    net = load_run(weights, device=device, **over)
+    cfg, K = _run_and_classes(weights, over)
+    root = Path(data_root or cfg.data_root or Path('data')/(dataset or 'SEGTHOR_MANUAL_SPLIT'))
+    dest = Path(dest) if dest else (weights if weights.is_dir() else weights.parent)/'eval'
+    return dict(model=net, num_classes=K, normalize=cfg.normalize, data_root=root, dest=dest, device=device)
 
 # %% ../nbs/05b_evaluate.ipynb #0c82b8a5
 def patient_slices(ds:SliceDataset)->dict:
-    "Dataset indices of each patient's slices in z order, checking that z runs 0..Z−1 exactly once"
+    "Each patient's slice indices in z order, checking z runs 0..Z−1 exactly once"
     out = {}
     for pid in np.unique(ds.patient_ids):
         idx = np.flatnonzero(ds.patient_ids == pid)
@@ -77,9 +76,9 @@ def patient_slices(ds:SliceDataset)->dict:
     return out
 
 # %% ../nbs/05b_evaluate.ipynb #7ae16f33
-def _predict(net:nn.Module, ds:SliceDataset, batch_size:int, device:str):
-    "Yield (patient, softmax probabilities (Z, K, H, W) float32) of each patient of `ds`"
-    images = TrainSlices(ds)  # the image transform training used ([0, 1], or equalised to [-1, 1])
+def _patient_probabilities(net:nn.Module, ds:SliceDataset, batch_size:int, device:str):
+    "Yield (patient, (Z, K, H, W) float32 softmax probabilities) per patient"
+    images = SliceTensors(ds)  # the image transform training used ([0, 1], or equalised to [-1, 1])
     for pid, idx in patient_slices(ds).items():
         out = []
         with torch.inference_mode():
@@ -88,18 +87,18 @@ def _predict(net:nn.Module, ds:SliceDataset, batch_size:int, device:str):
                 out.append(torch.softmax(net(x).float(), 1).cpu())
         yield pid, torch.cat(out).numpy()
 
-def predict_split(weights:Path|str|nn.Module, # checkpoint file, or a loaded model
-                  data_root:Path|str,         # sliced dataset root
-                  split:str='test',           # its split folder to predict
-                  model:str='ENet', num_classes:int=5, normalize:bool=False, # as for `load_model`
-                  batch_size:int=16,
+# %% ../nbs/05b_evaluate.ipynb #e5b0000a
+def predict_split(net:nn.Module,         # a trained model, e.g. from `models.load_run`
+                  data_root:Path|str,    # sliced dataset root
+                  split:str='test',      # its split folder to predict
+                  num_classes:int=5,     # K, background included
+                  normalize:bool=False,  # the model was trained on histogram-equalised [-1, 1] inputs
+                  batch_size:int=16,     # slices per forward pass
                   device:str='cpu',
-                  model_cfg:dict=None, crf:bool=False, r:int=6,                 # as for `load_model`
-                  finetune_crf:bool=False, from_checkpoint:str=None,           # as for `load_model`
-                 ):                           # generator of (patient id, (Z, K, H, W) float32 probabilities)
-    "Softmax probabilities of every patient of a sliced split, slices in z order, one patient at a time"
-    net = load_model(weights, model, num_classes, normalize, model_cfg, crf, r, device, finetune_crf, from_checkpoint)  # errors now, not at the first item
-    return _predict(net, SliceDataset(data_root, split, num_classes, normalize), batch_size, device)
+                 ):                      # generator of (patient id, (Z, K, H, W) float32 probabilities)
+    "Softmax probabilities of a sliced split, one patient at a time, in z order"
+    ds = SliceDataset(data_root, split, num_classes, normalize)  # a missing split fails now, not at the first item
+    return _patient_probabilities(net.to(device).eval(), ds, batch_size, device)
 
 # %% ../nbs/05b_evaluate.ipynb #932bec7b
 def patients_in_split(data_root:Path|str, split:str)->list:
@@ -110,51 +109,50 @@ def patients_in_split(data_root:Path|str, split:str)->list:
     if not ids: raise SlicingError(f"{d}: no slices named <patient>_<z>.png")
     return ids
 
-def _refuse_existing(paths:list, overwrite:bool):
-    "A `FileExistsError` naming the first of `paths` that exists, unless `overwrite`"
-    found = [p for p in paths if Path(p).exists()]
-    if found and not overwrite:
-        raise FileExistsError(f"{found[0]} exists{f' (and {len(found) - 1} more)' if len(found) > 1 else ''}; pass --overwrite to replace it")
-
 # %% ../nbs/05b_evaluate.ipynb #3b825cf7
-def predict_volumes(weights:Path|str|nn.Module, # checkpoint file, or a loaded model
+def predict_volumes(net:nn.Module,              # a trained model, e.g. from `models.load_run`
                     data_root:Path|str,         # sliced dataset root
                     split:str,                  # its split folder to predict
                     dest:Path|str,              # gets Patient_XX.nii.gz
                     source_scan_pattern:str=None, # source scan per patient, e.g. "data/segthor_train/train/{id_}/GT.nii.gz"
                     overwrite:bool=False,       # replace existing volumes
-                    **predict_kw,               # `predict_split` options: model, num_classes, normalize, batch_size, device, ...
+                    **predict_kw,               # `predict_split` options: num_classes, normalize, batch_size, device
                    )->list:                     # the volumes written
-    "Predict a sliced split and stitch each patient's probabilities back onto its native grid as a NIfTI label volume"
+    "Predict a sliced split; stitch each patient to a NIfTI label volume"
     root, dest = Path(data_root), Path(dest)
     rec_file = root/split/'geometry.json'
     records = json.loads(rec_file.read_text()) if rec_file.exists() else {}
     geoms = {pid: stitch_geometry(pid, records, source_scan_pattern) for pid in patients_in_split(root, split)}
-    _refuse_existing([dest/f'{pid}.nii.gz' for pid in geoms], overwrite)
+    refuse_existing([dest/f'{pid}.nii.gz' for pid in geoms], overwrite)
     return [save_volume(stitch_volume(s, geoms[pid]), geoms[pid], dest/f'{pid}.nii.gz', dtype=np.uint8)
-            for pid, s in predict_split(weights, root, split, **predict_kw)]
+            for pid, s in predict_split(net, root, split, **predict_kw)]
+
+# %% ../nbs/05b_evaluate.ipynb #e5b0000d
+def _link_labels(labels:dict, pids:list, dest:Path):
+    "Link (or copy) each patient's label file into `dest` as <patient>.nii.gz"
+    dest.mkdir(parents=True, exist_ok=True)
+    for pid in pids:
+        link = dest/f'{pid}.nii.gz'; link.unlink(missing_ok=True)
+        try: link.symlink_to(Path(labels[pid]).resolve())
+        except OSError: shutil.copyfile(labels[pid], link)  # file systems without symbolic links
 
 # %% ../nbs/05b_evaluate.ipynb #bf4d2100
 def split_gt(data_root:Path|str, split:str, # sliced dataset root and split
              dest:Path|str,                  # gets Patient_XX.nii.gz (links to source labels, or stitched GT slices)
              source_dir:Path|str=None,       # SEGTHOR-layout tree with the native labels; None: stitch the split's GT slices
-             gt_name:str='GT.nii.gz',        # label file in source_dir's patient folders
+             gt_name:str=None,               # label file in source_dir's patient folders; None: `label_name`'s rule
              num_classes:int=5,              # K of the GT slices
              overwrite:bool=False,           # replace existing files in dest
             )->Path:                         # dest
     "A flat folder of the split's ground-truth volumes on their native grids"
     root, dest, pids = Path(data_root), Path(dest), patients_in_split(data_root, split)
-    _refuse_existing([dest/f'{pid}.nii.gz' for pid in pids], overwrite)
+    refuse_existing([dest/f'{pid}.nii.gz' for pid in pids], overwrite)
     if source_dir is None:
         stitch_folder(root/split/'gt', dest, num_classes, geometry_json=root/split/'geometry.json', progress=False)
         return dest
-    labels = find_label_volumes(source_dir, gt_name)
+    gt_name = label_name(source_dir, gt_name); labels = find_label_volumes(source_dir, gt_name)
     if missing := [pid for pid in pids if pid not in labels]: raise VolumeError(f"{source_dir}: no {gt_name} for {', '.join(missing[:5])}")
-    dest.mkdir(parents=True, exist_ok=True)
-    for pid in pids:
-        link = dest/f'{pid}.nii.gz'; link.unlink(missing_ok=True)
-        try: link.symlink_to(labels[pid].resolve())
-        except OSError: shutil.copyfile(labels[pid], link)  # file systems without symbolic links
+    _link_labels(labels, pids, dest)
     return dest
 
 # %% ../nbs/05b_evaluate.ipynb #003bbdf7
@@ -162,32 +160,32 @@ def evaluate3d(pred_dir:Path|str,             # predicted volumes (Patient_XX in
                data_root:Path|str, split:str,  # the sliced split they predict
                gt_dir:Path|str,                # where the split's GT volumes are gathered (see `split_gt`)
                source_dir:Path|str=None,       # SEGTHOR-layout tree with the native labels; None: the stitched GT slices
-               gt_name:str='GT.nii.gz',        # label file in source_dir's patient folders
+               gt_name:str=None,               # label file in source_dir's patient folders; None: `label_name`'s rule
                num_classes:int=5,              # K
                lcc:bool=False,                 # keep the largest connected component of each organ first
                nsd_tol:float=2.0,              # NSD tolerance, mm
                surface:str='voxel',            # 'voxel' (MONAI, medpy) or 'surfel' (DeepMind)
                overwrite:bool=False,           # replace the files in gt_dir
               )->pd.DataFrame:                 # long-format 3D results (patient, slice NaN, class, metric, value)
-    "3D metrics in mm, per patient and organ, of a split's predicted volumes against its native ground truth"
+    "3D metrics in mm per patient and organ of a split's predicted volumes"
     gts = split_gt(data_root, split, gt_dir, source_dir, gt_name, num_classes, overwrite)
     return score_folders(pred_dir, gts, nsd_tol=nsd_tol, lcc=lcc, surface=surface, classes=tuple(range(1, num_classes)))
 
 # %% ../nbs/05b_evaluate.ipynb #b1818322
-def evaluate2d(weights:Path|str|nn.Module, # checkpoint file, or a loaded model
+def evaluate2d(net:nn.Module,              # a trained model, e.g. from `models.load_run`
                data_root:Path|str,         # sliced dataset root
                split:str='test',           # its split folder
                png_dir:Path|str=None,      # also write the predicted label PNGs here (values ×63 for K = 5)
                overwrite:bool=False,       # replace existing PNGs
-               **predict_kw,               # `predict_split` options: model, num_classes, normalize, batch_size, device, ...
+               **predict_kw,               # `predict_split` options: num_classes, normalize, batch_size, device
               )->pd.DataFrame:             # long-format 2D results (patient, slice, class, metric, value)
-    "The study's eight 2D metrics per slice and organ of a split's predictions, in pixels of the slice grid"
+    "The study's eight 2D metrics per slice and organ, in pixels of the slices"
     K = predict_kw.get('num_classes', 5); step = 255//(K - 1)
     gt = SliceDataset(data_root, split, K)
     order = patient_slices(gt)
-    if png_dir is not None: _refuse_existing([Path(png_dir)/f'{n}.png' for n in gt.names], overwrite)
+    if png_dir is not None: refuse_existing([Path(png_dir)/f'{n}.png' for n in gt.names], overwrite)
     rows = []
-    for pid, s in predict_split(weights, data_root, split, **predict_kw):
+    for pid, s in predict_split(net, data_root, split, **predict_kw):
         pred, idx = s.argmax(1).astype(np.uint8), order[pid]
         if png_dir is not None:
             for i, lab in zip(idx, pred): write_png(Path(png_dir)/f'{gt.names[i]}.png', lab*step, labels=True)
@@ -218,12 +216,12 @@ def save_course_arrays(long_df:pd.DataFrame, # long-format results (3D and/or 2D
                        num_classes:int=5,     # K, background included
                        overwrite:bool=False,  # replace existing arrays
                       )->list:                # the files written
-    "Write the course's arrays: N × K × 1 `.npy` per 3D metric, patient → K × D `.npz` per 2D metric"
+    "Write the course's arrays: N × K × 1 `.npy` (3D), patient → K × D `.npz` (2D)"
     patients, arr3, arr2 = course_arrays(long_df, num_classes)
     dest = Path(dest)
     files = {dest/f'{m}.npy': a for m, a in arr3.items()} | {dest/f'{m}.npz': a for m, a in arr2.items()}
     if arr3: files[dest/'patients.txt'] = '\n'.join(patients) + '\n'
-    _refuse_existing(list(files), overwrite)
+    refuse_existing(list(files), overwrite)
     for f, a in files.items():
         with atomic_path(f) as tmp, open(tmp, 'wb') as fh:
             if isinstance(a, str): fh.write(a.encode())
@@ -232,20 +230,14 @@ def save_course_arrays(long_df:pd.DataFrame, # long-format results (3D and/or 2D
     return list(files)
 
 # %% ../nbs/05b_evaluate.ipynb #5056cc81
-def _markdown(df:pd.DataFrame)->str:
-    "A DataFrame as a GitHub Markdown table (index as the first column)"
-    d = df.reset_index()
-    rows = [list(map(str, d.columns)), ['---'] * len(d.columns)] + [[str(v) for v in r] for r in d.itertuples(index=False)]
-    return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows) + '\n'
+RESULT_NAMES = {'3d': ('results3d.csv', 'summary.csv', 'summary.md', 'organ_dice.png', 'violins_hd95.png'),
+                '2d': ('results2d.csv', 'summary2d.csv', 'summary2d.md', 'dice_along_z.png')}
 
 def _save_figure(ax, path:Path, title:str)->Path:
     "Give the plot of `ax` a title, save its figure atomically as PNG, and close it"
     ax.set_title(title, fontsize=10); fig = ax.figure
     with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=80, bbox_inches='tight')
     plt.close(fig); return path
-
-RESULT_NAMES = {'3d': ('results3d.csv', 'summary.csv', 'summary.md', 'organ_dice.png', 'violins_hd95.png'),
-                '2d': ('results2d.csv', 'summary2d.csv', 'summary2d.md', 'dice_along_z.png')}
 
 # %% ../nbs/05b_evaluate.ipynb #0c6b9d5a
 def write_results(long_df:pd.DataFrame, # long-format results, all 3D or all 2D
@@ -254,13 +246,13 @@ def write_results(long_df:pd.DataFrame, # long-format results, all 3D or all 2D
                   num_classes:int=5,     # K, background included
                   overwrite:bool=False,  # replace earlier results
                  )->pd.DataFrame:        # the summary table (organs × metrics)
-    "Write the long CSV, the summary (CSV, Markdown), the course's arrays and the figures of one evaluation"
+    "Write an evaluation's long CSV, summary, course arrays and figures"
     dest, names = Path(dest), RESULT_NAMES[kind]
-    _refuse_existing([dest/n for n in names], overwrite)
+    refuse_existing([dest/n for n in names], overwrite)
     summary = summarise(long_df, per_slice=kind == '2d')
     table = summary_table(summary, **({} if kind == '3d' else dict(metrics=('dice', 'hd', 'iou', 'precision', 'sensitivity', 'specificity'))))
     write_csv(long_df, dest/names[0], overwrite); write_csv(summary.reset_index(), dest/names[1], overwrite)
-    with atomic_path(dest/names[2]) as tmp: tmp.write_text(_markdown(table))
+    with atomic_path(dest/names[2]) as tmp: tmp.write_text(md_table(table))
     save_course_arrays(long_df, dest/'course', num_classes, overwrite)
     n = f"{long_df['patient'].nunique()} patients"
     if kind == '3d':
@@ -269,89 +261,68 @@ def write_results(long_df:pd.DataFrame, # long-format results, all 3D or all 2D
     else: _save_figure(plot_dice_along_z(long_df), dest/names[3], f'2D Dice along z ({n})')
     return table
 
-# %% ../nbs/05b_evaluate.ipynb #4ece461a
-def _evaluation_cli(func):
-    "`study_call_parse`, plus `--from_checkpoint` / `--model_path` as spellings of `--weights`, and one-line exits on file errors"
-    cli = study_call_parse(func)
-    @wraps(func)
-    def _f(*args, **kwargs):
-        if args or kwargs: return func(*args, **kwargs)
-        sys.argv[1:] = [re.sub(r'^--(from[_-]checkpoint|model[_-]path)(?==|$)', '--weights', a) for a in sys.argv[1:]]
-        try: return cli()
-        except OSError as e: raise SystemExit(f"{Path(sys.argv[0]).name}: {e}")
-    return _f
-
-def _resolve(weights:str, dataset:str, data_root:str, dest:str, gpu:bool, **model)->tuple:
-    "(settings for `predict_split`, data root, dest) of a CLI call"
-    if dataset is not None and dataset not in DATASETS: raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
-    if dataset is not None and model.get('num_classes') is None: model['num_classes'] = DATASETS[dataset]['K']
-    s = run_settings(weights, **model)
-    run_root = s.pop('data_root')
-    root = data_root or run_root or str(Path('data')/(dataset or 'SEGTHOR_MANUAL_SPLIT'))
-    if gpu and not torch.cuda.is_available(): raise ValueError("--gpu: no CUDA device available")
-    s['device'] = 'cuda' if gpu else 'cpu'
-    return s, root, Path(dest) if dest else Path(s['weights']).parent/'eval'
-
 # %% ../nbs/05b_evaluate.ipynb #b1931039
-@_evaluation_cli
-def segthor_test3d(weights:Annotated[str, {'opt': True, 'required': True}], # checkpoint or training run folder (also --from_checkpoint, --model_path)
-                   dataset:str=None,         # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM: K and the default data root
-                   data_root:str=None,       # sliced dataset root (default: the run's, else data/<dataset>)
-                   split:str='test',         # split folder to evaluate
-                   dest:str=None,            # results folder (default: eval/ beside the weights)
-                   source_dir:str=None,      # SEGTHOR-layout tree with the native GT (default: stitch the GT slices)
-                   gt_name:str='GT.nii.gz',  # label file in source_dir's patient folders, e.g. GT_fixed.nii.gz
-                   source_scan_pattern:str=None, # source scan per patient for the geometry, e.g. "data/src/train/{id_}/GT.nii.gz"
-                   model:str=None,           # ENet, shallow, samed, samed_fast or SAM2UNet (default: the run's)
-                   num_classes:int=None,     # K (default: the run's dataset's)
-                   model_cfg:str=None,       # builder options as JSON, e.g. '{"size": "tiny"}' (default: the run's)
-                   r:int=None,               # LoRA rank (default: the run's)
-                   crf:bool=False,           # the model was trained with --crf (else: as the run was)
-                   normalize:bool=False,     # histogram-equalised [-1, 1] inputs (else: as the run was)
-                   batch_size:int=16,        # slices per forward pass
-                   gpu:bool=False,           # run the model on CUDA
-                   lcc:bool=False,           # keep only the largest connected component of each organ
-                   nsd_tol:float=2.0,        # NSD tolerance, mm
-                   surface:str='voxel',      # surface definition: 'voxel' (MONAI, medpy) or 'surfel' (DeepMind)
-                   overwrite:bool=False,     # replace earlier results in --dest
-                  ):
-    "Predict a sliced split, stitch it onto each CT's native grid and score it in 3D (mm): the study's test3d.py"
-    s, root, dest = _resolve(weights, dataset, data_root, dest, gpu, model=model, num_classes=num_classes, r=r, crf=crf or None,
-                             normalize=normalize or None, model_cfg=json.loads(model_cfg) if model_cfg else None)
-    _refuse_existing([dest/n for n in RESULT_NAMES['3d']], overwrite)
-    K = s['num_classes']; w = s.pop('weights')
-    predict_volumes(w, root, split, dest/'predictions', source_scan_pattern, overwrite, batch_size=batch_size, **s)
+def test3d(weights:Path|str,         # checkpoint or training run folder
+           dataset:str=None,         # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM: K and the default data root
+           data_root:str=None,       # sliced dataset root (default: the run's, else data/<dataset>)
+           split:str='test',         # split folder to evaluate
+           dest:str=None,            # results folder (default: eval/ beside the weights)
+           source_dir:str=None,      # SEGTHOR-layout tree with the native GT (default: stitch the GT slices)
+           gt_name:str=None,         # label file in source_dir's patient folders (default: GT_fixed.nii.gz if all have it)
+           source_scan_pattern:str=None, # source scan per patient for the geometry, e.g. "data/src/train/{id_}/GT.nii.gz"
+           model:str=None,           # ENet, shallow, samed, samed_fast or SAM2UNet (default: the run's)
+           num_classes:int=None,     # K (default: the run's dataset's)
+           model_cfg:dict|str=None,  # builder options, a dict or JSON, e.g. '{"size": "tiny"}' (default: the run's)
+           r:int=None,               # LoRA rank (default: the run's)
+           crf:bool=False,           # the model was trained with crf (else: as the run was)
+           normalize:bool=False,     # histogram-equalised [-1, 1] inputs (else: as the run was)
+           batch_size:int=16,        # slices per forward pass
+           gpu:bool=False,           # run the model on CUDA
+           lcc:bool=False,           # keep only the largest connected component of each organ
+           nsd_tol:float=2.0,        # NSD tolerance, mm
+           surface:str='voxel',      # surface definition: 'voxel' (MONAI, medpy) or 'surfel' (DeepMind)
+           overwrite:bool=False,     # replace earlier results in dest
+          )->pd.DataFrame:           # the summary table (organs × metrics)
+    "Predict a split, stitch it to each CT's grid, score it in 3D (mm): test3d.py"
+    s = evaluation_setup(weights, dataset, data_root, dest, gpu, model=model, num_classes=num_classes, model_cfg=model_cfg, r=r,
+                         crf=crf or None, normalize=normalize or None)
+    root, dest, K = s['data_root'], s['dest'], s['num_classes']
+    refuse_existing([dest/n for n in RESULT_NAMES['3d']], overwrite)
+    predict_volumes(s['model'], root, split, dest/'predictions', source_scan_pattern, overwrite, num_classes=K,
+                    normalize=s['normalize'], batch_size=batch_size, device=s['device'])
+    gt_name = label_name(source_dir, gt_name) if source_dir else None
+    print(f"ground truth: {gt_name} in {source_dir}" if source_dir else f"ground truth: the GT slices of {root/split}, stitched back")
     long_df = evaluate3d(dest/'predictions', root, split, dest/'gt', source_dir, gt_name, K, lcc, nsd_tol, surface, overwrite)
     table = write_results(long_df, dest, '3d', K, overwrite)
     print(table.to_string())
-    print(f"{long_df['patient'].nunique()} patients of {Path(root)/split} scored in 3D; results in {dest}")
+    print(f"{long_df['patient'].nunique()} patients of {root/split} scored in 3D; results in {dest}")
     return table
 
 # %% ../nbs/05b_evaluate.ipynb #a758271c
-@_evaluation_cli
-def segthor_test(weights:Annotated[str, {'opt': True, 'required': True}], # checkpoint or training run folder (also --from_checkpoint, --model_path)
-                 dataset:str=None,         # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM: K and the default data root
-                 data_root:str=None,       # sliced dataset root (default: the run's, else data/<dataset>)
-                 split:str='test',         # split folder to evaluate
-                 dest:str=None,            # results folder (default: eval/ beside the weights)
-                 save_png:bool=False,      # also write the predicted label PNGs (×63, the GT's names) to <dest>/png
-                 model:str=None,           # ENet, shallow, samed, samed_fast or SAM2UNet (default: the run's)
-                 num_classes:int=None,     # K (default: the run's dataset's)
-                 model_cfg:str=None,       # builder options as JSON, e.g. '{"size": "tiny"}' (default: the run's)
-                 r:int=None,               # LoRA rank (default: the run's)
-                 crf:bool=False,           # the model was trained with --crf (else: as the run was)
-                 normalize:bool=False,     # histogram-equalised [-1, 1] inputs (else: as the run was)
-                 batch_size:int=16,        # slices per forward pass
-                 gpu:bool=False,           # run the model on CUDA
-                 overwrite:bool=False,     # replace earlier results in --dest
-                ):
-    "Score every slice of a sliced split with the study's eight 2D metrics (optionally saving the predicted PNGs): the study's test.py"
-    s, root, dest = _resolve(weights, dataset, data_root, dest, gpu, model=model, num_classes=num_classes, r=r, crf=crf or None,
-                             normalize=normalize or None, model_cfg=json.loads(model_cfg) if model_cfg else None)
-    _refuse_existing([dest/n for n in RESULT_NAMES['2d']], overwrite)
-    K = s['num_classes']; w = s.pop('weights')
-    long_df = evaluate2d(w, root, split, dest/'png' if save_png else None, overwrite, batch_size=batch_size, **s)
+def test2d(weights:Path|str,         # checkpoint or training run folder
+           dataset:str=None,         # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM: K and the default data root
+           data_root:str=None,       # sliced dataset root (default: the run's, else data/<dataset>)
+           split:str='test',         # split folder to evaluate
+           dest:str=None,            # results folder (default: eval/ beside the weights)
+           save_png:bool=False,      # also write the predicted label PNGs (×63, the GT's names) to <dest>/png
+           model:str=None,           # ENet, shallow, samed, samed_fast or SAM2UNet (default: the run's)
+           num_classes:int=None,     # K (default: the run's dataset's)
+           model_cfg:dict|str=None,  # builder options, a dict or JSON, e.g. '{"size": "tiny"}' (default: the run's)
+           r:int=None,               # LoRA rank (default: the run's)
+           crf:bool=False,           # the model was trained with crf (else: as the run was)
+           normalize:bool=False,     # histogram-equalised [-1, 1] inputs (else: as the run was)
+           batch_size:int=16,        # slices per forward pass
+           gpu:bool=False,           # run the model on CUDA
+           overwrite:bool=False,     # replace earlier results in dest
+          )->pd.DataFrame:           # the summary table (organs × metrics)
+    "Score every slice of a split with the study's eight 2D metrics: test.py"
+    s = evaluation_setup(weights, dataset, data_root, dest, gpu, model=model, num_classes=num_classes, model_cfg=model_cfg, r=r,
+                         crf=crf or None, normalize=normalize or None)
+    root, dest, K = s['data_root'], s['dest'], s['num_classes']
+    refuse_existing([dest/n for n in RESULT_NAMES['2d']], overwrite)
+    long_df = evaluate2d(s['model'], root, split, dest/'png' if save_png else None, overwrite, num_classes=K,
+                         normalize=s['normalize'], batch_size=batch_size, device=s['device'])
     table = write_results(long_df, dest, '2d', K, overwrite)
     print(table.to_string())
-    print(f"{long_df['patient'].nunique()} patients, {len(long_df[['patient', 'slice']].drop_duplicates())} slices of {Path(root)/split} scored in 2D; results in {dest}")
+    print(f"{long_df['patient'].nunique()} patients, {len(long_df[['patient', 'slice']].drop_duplicates())} slices of {root/split} scored in 2D; results in {dest}")
     return table

@@ -8,97 +8,72 @@ Docs: https://segthor-nb.github.io/segthor_nb/interpretability.html.md"""
 
 # %% ../nbs/06_interpretability.ipynb #c1ad5086
 from __future__ import annotations
-import copy, dataclasses, io, json
+import copy, io
 from pathlib import Path
-import numpy as np, pandas as pd, torch
-import matplotlib.pyplot as plt
-import torch.nn.functional as F
+import numpy as np, pandas as pd, torch, torch.nn.functional as F, matplotlib.pyplot as plt
+from fastcore.basics import patch
 from matplotlib.patches import Patch
 from torch import nn, Tensor
 from scipy import ndimage as ndi
 from scipy.stats import spearmanr
-from .data_fix import CLASSES, ORGAN_CMAP, atomic_path, show_labels
-from .slicing import SliceDataset
-from .models import load_weights, init_xavier, read_state_dict
-from .train import TrainConfig, DATASETS, TrainSlices, build_model, checkpoint_keys, load_split
+from .core import CLASSES, ORGAN_RGBA, SegthorError, atomic_path, read_json, refuse_existing, confusion, dice_from_confusion, dice_per_class
+from .data_fix import show_labels
+from .slicing import SliceDataset, SliceTensors
+from .models import init_xavier
 from .metrics import plot_organ_bars, plot_violins, plot_dice_along_z
 
 # %% auto #0
-__all__ = ['ATTRIBUTION_METHODS', 'LAYERS', 'ERROR_RGB', 'FLAGS', 'RESULT_COLUMNS', 'InterpretError', 'read_json', 'run_config',
-           'load_run', 'foreground_loss', 'logits_of', 'slice_dice_table', 'evaluate_slices', 'organ_legend',
+__all__ = ['ATTRIBUTION_METHODS', 'LAYERS', 'ERROR_RGB', 'FLAGS', 'RESULT_COLUMNS', 'FIGURE_NAMES', 'InterpretError',
+           'foreground_loss', 'logits_of', 'slice_dice_table', 'fg_mean', 'evaluate_slices', 'organ_legend',
            'failure_figure', 'organ_index', 'OrganLogit', 'predicted_mask', 'gradcam_layer', 'attribute_organ',
            'attribution_figure', 'randomized_copy', 'abs_spearman', 'randomisation_test', 'slice_dice', 'slice_title',
-           'slice_rgb', 'render_slice', 'SliceViewer', 'patient_volume', 'attribution_volume', 'read_results',
-           'read_run', 'collect_runs', 'study_tables', 'ablation_grid', 'plot_ablation', 'study_figures']
+           'slice_rgb', 'slice_figure', 'SliceViewer', 'patient_volume', 'attribution_volume', 'read_results',
+           'read_run', 'collect_runs', 'runs_table', 'ablation_grid', 'ablation_figure', 'write_runs_figures']
 
 # %% ../nbs/06_interpretability.ipynb #f15e967e
-class InterpretError(ValueError):
-    "A run folder, result file or request that cannot be used, with the file and the problem in the message"
-
-def read_json(path:Path)->dict:
-    "A JSON file's content, or an `InterpretError` naming the file"
-    if not path.is_file(): raise InterpretError(f"{path}: missing (train() writes config.json into every run folder)")
-    try: return json.loads(path.read_text())
-    except json.JSONDecodeError as e: raise InterpretError(f"{path}: not valid JSON ({e})") from None
-
-def run_config(run_dir:Path|str)->TrainConfig:
-    "The `TrainConfig` a run was trained with, from its `config.json`"
-    f = Path(run_dir)/'config.json'; raw = read_json(f)
-    if 'dataset' not in raw: raise InterpretError(f"{f}: no 'dataset' field, so not a train() run (an nnU-Net run?): no model to rebuild")
-    known = {fl.name for fl in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in raw.items() if k in known})
-
-# %% ../nbs/06_interpretability.ipynb #c6669729
-def load_run(run_dir:Path|str,   # a `train()` output folder
-             weights:str='best', # 'best', 'last', or a checkpoint path
-             device:str='cpu',
-            )->tuple:            # (model in eval mode, its TrainConfig)
-    "The trained model of a run folder, its weights loaded strictly"
-    cfg = run_config(run_dir)
-    path = Path(run_dir)/f'{weights}.safetensors' if weights in ('best', 'last') else Path(weights)
-    if not path.is_file(): raise InterpretError(f"{path}: no such checkpoint (train() writes best.safetensors and last.safetensors)")
-    K, n_file = DATASETS[cfg.dataset]['K'], len(read_state_dict(path))
-    model = build_model(dataclasses.replace(cfg, from_checkpoint=None), K)
-    partial = n_file < len(model.state_dict())   # e.g. a CRF run: the frozen network under it comes from the run's from_checkpoint
-    if partial and cfg.from_checkpoint: model = build_model(cfg, K)
-    load_weights(model, path, keys=checkpoint_keys(model) if partial else None)
-    return model.to(device).eval(), cfg
+class InterpretError(SegthorError):
+    "A run folder, result file or request that cannot be used"
 
 # %% ../nbs/06_interpretability.ipynb #61d6f10f
 def foreground_loss(logits:Tensor, # (B, K, H, W)
                     labels:Tensor, # (B, H, W) class indices
                    )->Tensor:      # (B,) per slice; 0 where neither shows an organ
-    "Cross-entropy averaged over the pixels where the ground truth or the prediction shows an organ"
+    "Cross-entropy averaged over the pixels where GT or prediction shows an organ"
     ce = F.cross_entropy(logits.float(), labels.long(), reduction='none')
     fg = ((labels > 0) | (logits.argmax(1) > 0)).float()
     return (ce*fg).flatten(1).sum(1)/fg.flatten(1).sum(1).clamp(min=1)
 
 # %% ../nbs/06_interpretability.ipynb #166f0df9
 def logits_of(out)->Tensor:
-    "The logits of a model's output (models with side outputs return (logits, [side logits]))"
+    "The logits of a model's output (some return (logits, [side logits]))"
     return out if isinstance(out, Tensor) else out[0]
 
-def slice_dice_table(pred:Tensor, labels:Tensor, K:int)->Tensor:
+# %% ../nbs/06_interpretability.ipynb #e6a0001d
+def slice_dice_table(pred:Tensor, labels:Tensor, K:int)->np.ndarray:
     "(B, K−1) Dice of each organ per slice, NaN where the organ is in neither"
-    p, g = F.one_hot(pred.long(), K)[..., 1:].flatten(1, 2), F.one_hot(labels.long(), K)[..., 1:].flatten(1, 2)
-    n = (p.sum(1) + g.sum(1)).float()
-    return torch.where(n > 0, 2*(p*g).sum(1)/n.clamp(min=1), torch.full_like(n, float('nan')))
+    cms = np.stack([confusion(p, g, K) for p, g in zip(pred.cpu().numpy(), labels.cpu().numpy())])
+    return dice_from_confusion(cms)[:, 1:]
 
+def fg_mean(dice:np.ndarray)->np.ndarray:
+    "Row means of a Dice table over its finite entries, NaN for a row with none"
+    n = np.isfinite(dice).sum(1)
+    return np.where(n > 0, np.nansum(dice, 1)/np.maximum(n, 1), np.nan)
+
+# %% ../nbs/06_interpretability.ipynb #e6a00003
 @torch.no_grad()
 def evaluate_slices(model:nn.Module,    # trained model
                     ds:SliceDataset,    # the slices to score, e.g. the validation split
                     batch_size:int=16,
                     device:str='cpu',
                    )->tuple:            # (predicted labels (N, H, W) uint8, one table row per slice)
-    "Predict every slice; per slice its foreground loss, foreground Dice and organ pixel counts"
-    items, preds, rows = TrainSlices(ds), [], []
+    "Predict every slice; its foreground loss, foreground Dice, organ pixels"
+    items, preds, rows = SliceTensors(ds), [], []
     model.eval()
     for i0 in range(0, len(ds), batch_size):
         batch = [items[i] for i in range(i0, min(len(ds), i0 + batch_size))]
         x, y = (torch.stack([b[n] for b in batch]).to(device) for n in ('images', 'labels'))
         logits = logits_of(model(x)); p = logits.argmax(1)
-        dice = slice_dice_table(p, y, ds.K)
-        rows.append(pd.DataFrame(dict(fg_loss=foreground_loss(logits, y).cpu().numpy(), fg_dice=dice.nanmean(1).cpu().numpy(),
+        rows.append(pd.DataFrame(dict(fg_loss=foreground_loss(logits, y).cpu().numpy(), fg_dice=fg_mean(slice_dice_table(p, y, ds.K)),
                                       n_gt=(y > 0).flatten(1).sum(1).cpu().numpy(), n_pred=(p > 0).flatten(1).sum(1).cpu().numpy())))
         preds.append(p.to(torch.uint8).cpu())
     table = pd.concat(rows, ignore_index=True)
@@ -107,14 +82,15 @@ def evaluate_slices(model:nn.Module,    # trained model
 
 # %% ../nbs/06_interpretability.ipynb #aa6dd023
 def organ_legend(fig, classes:tuple=(1, 2, 3, 4)):
-    "A legend of the organ colours (`ORGAN_CMAP`) at the bottom of `fig`"
-    fig.legend(handles=[Patch(color=ORGAN_CMAP.colors[c][:3], label=CLASSES[c]) for c in classes], loc='lower center',
+    "A legend of the organ colours (`ORGAN_RGBA`) at the bottom of `fig`"
+    fig.legend(handles=[Patch(color=ORGAN_RGBA[c][:3], label=CLASSES[c]) for c in classes], loc='lower center',
                ncol=len(classes), fontsize=8, frameon=False)
 
+# %% ../nbs/06_interpretability.ipynb #e6a00019
 def failure_figure(ds:SliceDataset, preds:np.ndarray, table:pd.DataFrame, # as returned by `evaluate_slices`
                    k:int=4,  # rows: the k slices with the highest foreground loss
                   ):
-    "Image | ground truth | prediction of the `k` slices with the highest foreground loss"
+    "Image | GT | prediction of the `k` slices with the highest foreground loss"
     worst = table.nlargest(k, 'fg_loss')
     fig, axs = plt.subplots(len(worst), 3, figsize=(6.6, 2.3*len(worst) + .4), squeeze=False)
     for row, (i, r) in zip(axs, worst.iterrows()):
@@ -133,8 +109,9 @@ def organ_index(organ:int|str)->int:
     if int(organ) < 1: raise InterpretError(f"organ {organ}: the background (0) is not an organ")
     return int(organ)
 
+# %% ../nbs/06_interpretability.ipynb #e6a00013
 class OrganLogit(nn.Module):
-    "Logits (B, K, H, W) → (B,): the summed logit of class `c` over a fixed region, the target captum explains"
+    "Logits → (B,): class `c`'s logit summed over a fixed region, for captum"
     def __init__(self, model:nn.Module, # the segmentation model
                  c:int,                 # the class explained
                  mask:Tensor,           # (1, H, W) region, e.g. `predicted_mask` of the unperturbed image
@@ -152,13 +129,23 @@ def predicted_mask(model:nn.Module, x:Tensor, c:int)->Tensor:
 ATTRIBUTION_METHODS = ('integrated_gradients', 'occlusion', 'gradcam')
 
 def gradcam_layer(model:nn.Module)->str:
-    "Name of the layer Grad-CAM reads by default: ENet's last decoder bottleneck, else the last convolution before the head"
+    "Grad-CAM's default layer: ENet's `stage5`, else the last conv before the head"
     names = dict(model.named_modules())
     for n in ('stage5', 'model.stage5'):
         if n in names: return n
     convs = [n for n, m in names.items() if isinstance(m, nn.Conv2d)]
     if len(convs) < 2: raise InterpretError(f"{type(model).__name__}: no convolution to take Grad-CAM from; pass `layer`")
     return convs[-2]
+
+# %% ../nbs/06_interpretability.ipynb #e6a00022
+def _one_attribution(m:str, f:nn.Module, x:Tensor, base:float, window:int, layer:nn.Module|None, n_steps:int)->Tensor:
+    "Method `m`'s (1, C, H, W) attribution of the target `f` at `x`"
+    from captum.attr import IntegratedGradients, Occlusion, LayerGradCam, LayerAttribution  # the `interpret` extra
+    C, s = x.shape[1], max(1, window//2)
+    if m == 'integrated_gradients': return IntegratedGradients(f).attribute(x, torch.full_like(x, base), n_steps=n_steps, internal_batch_size=8)
+    if m == 'occlusion': return Occlusion(f).attribute(x, sliding_window_shapes=(C, window, window), strides=(C, s, s), baselines=base, perturbations_per_eval=16)
+    if m == 'gradcam': return LayerAttribution.interpolate(LayerGradCam(f, layer).attribute(x, relu_attributions=False), tuple(x.shape[-2:]), 'bilinear')
+    raise InterpretError(f"unknown attribution method {m!r}: choose from {', '.join(ATTRIBUTION_METHODS)}")
 
 # %% ../nbs/06_interpretability.ipynb #265e03fa
 def attribute_organ(model:nn.Module,            # trained model
@@ -171,23 +158,14 @@ def attribute_organ(model:nn.Module,            # trained model
                     n_steps:int=32,             # Integrated Gradients path points
                     window:int|None=None,       # Occlusion patch side; None: H // 8 (stride: half of it)
                    )->dict:                     # method -> (H, W) float32 attribution
-    "Integrated Gradients, Occlusion and Grad-CAM of an organ's summed logit over its predicted region"
-    from captum.attr import IntegratedGradients, Occlusion, LayerGradCam, LayerAttribution  # the `interpret` extra
-    c, (C, H, W) = organ_index(organ), x.shape[1:]
+    "IG, Occlusion and Grad-CAM of an organ's logit summed over its region"
+    c = organ_index(organ)
     mask = predicted_mask(model, x, c) if mask is None else mask.to(x.device)
     if not mask.any(): raise InterpretError(f"the model predicts no {CLASSES[c] if c < len(CLASSES) else c} on this image: no region to explain (pick another slice or pass `mask`)")
     f, base = OrganLogit(model.eval(), c, mask), float(x.min()) if baseline is None else baseline
-    w = window or max(2, H//8); s = max(1, w//2)
-    out = {}
-    for m in methods:
-        if m == 'integrated_gradients': a = IntegratedGradients(f).attribute(x, torch.full_like(x, base), n_steps=n_steps, internal_batch_size=8)
-        elif m == 'occlusion': a = Occlusion(f).attribute(x, sliding_window_shapes=(C, w, w), strides=(C, s, s), baselines=base, perturbations_per_eval=16)
-        elif m == 'gradcam':
-            cam = LayerGradCam(f, model.get_submodule(layer or gradcam_layer(model))).attribute(x, relu_attributions=False)
-            a = LayerAttribution.interpolate(cam, (H, W), 'bilinear')
-        else: raise InterpretError(f"unknown attribution method {m!r}: choose from {', '.join(ATTRIBUTION_METHODS)}")
-        out[m] = a.detach()[0].sum(0).cpu().numpy().astype(np.float32)
-    return out
+    cam_layer = model.get_submodule(layer or gradcam_layer(model)) if 'gradcam' in methods else None
+    attrs = {m: _one_attribution(m, f, x, base, window or max(2, x.shape[-2]//8), cam_layer, n_steps) for m in methods}
+    return {m: a.detach()[0].sum(0).cpu().numpy().astype(np.float32) for m, a in attrs.items()}
 
 # %% ../nbs/06_interpretability.ipynb #e13f44f0
 def attribution_figure(image:np.ndarray,         # the slice [x, y] as shown (e.g. `ds.arrays[i, 0]`)
@@ -212,7 +190,7 @@ def randomized_copy(model:nn.Module, # trained model (left untouched)
                     seed:int=0,      # seeds the re-initialisation (the global generator is restored afterwards)
                     init=init_xavier, # the model's own initialiser, applied after each layer's `reset_parameters`
                    )->nn.Module:     # a re-initialised copy, in eval mode
-    "A copy of `model` with every layer re-initialised (Adebayo et al.'s cascading randomisation, run to the end)"
+    "A copy of `model` with every layer re-initialised (Adebayo et al.)"
     r = copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -224,6 +202,7 @@ def randomized_copy(model:nn.Module, # trained model (left untouched)
                 if torch.equal(p, p0): p.copy_(p.flatten()[torch.randperm(p.numel())].view_as(p))
     return r.eval()
 
+# %% ../nbs/06_interpretability.ipynb #e6a00016
 def abs_spearman(a:np.ndarray, b:np.ndarray, # two attribution maps of one shape
                  region:np.ndarray|None=None, # bool mask: compare only these pixels
                 )->float:
@@ -240,7 +219,7 @@ def randomisation_test(model:nn.Module,  # trained model
                        methods:tuple=ATTRIBUTION_METHODS,
                        **kwargs,         # passed to `attribute_organ` (n_steps, window, ...)
                       )->pd.DataFrame:   # one row per slice, method and seed: spearman
-    "Rank correlation of |attribution| between the trained model and re-initialised copies (Adebayo et al. 2018)"
+    "Rank correlation of |attribution|: trained model vs re-initialised copies"
     c, rows = organ_index(organ), []
     randoms = {s: randomized_copy(model, s) for s in seeds}
     for i, x in enumerate(images):
@@ -259,21 +238,34 @@ def slice_dice(gt:np.ndarray, pred:np.ndarray, # label maps of one slice
                classes:tuple=(1, 2, 3, 4),
               )->dict:                        # class -> Dice, NaN where the organ is in neither
     "Dice of each organ on one slice"
-    out = {}
-    for c in classes:
-        g, p = gt == c, pred == c; n = int(g.sum() + p.sum())
-        out[c] = 2*int((g & p).sum())/n if n else np.nan
-    return out
+    d = dice_per_class(pred, gt, max(int(gt.max()), int(pred.max()), *classes) + 1)
+    return {c: float(d[c]) for c in classes}
 
+# %% ../nbs/06_interpretability.ipynb #e6a0001e
 def slice_title(gt:np.ndarray, pred:np.ndarray, z:int)->str:
-    "'z = 12 | Dice heart 0.93, aorta 0.41': the organs in the ground truth or the prediction, with their Dice"
+    "'z = 12 | Dice heart 0.93, aorta 0.41': the organs shown, with their Dice"
     d = {c: v for c, v in slice_dice(gt, pred).items() if np.isfinite(v)}
     return f"z = {z} | " + ("Dice " + ", ".join(f"{CLASSES[c]} {v:.2f}" for c, v in d.items()) if d else "no organ")
 
 # %% ../nbs/06_interpretability.ipynb #47076951
 def _fill(rgb:np.ndarray, where:np.ndarray, colour, alpha:float):
+    "Blend `colour` into `rgb` where `where`, with opacity `alpha` (in place)"
     rgb[where] = (1 - alpha)*rgb[where] + alpha*np.asarray(colour, np.float32)
 
+def _fill_organs(rgb:np.ndarray, labels:np.ndarray, outline:bool=False):
+    "Blend each organ of a (Y, X) label map into `rgb`: filled, or outlined"
+    for c in range(1, len(CLASSES)):
+        m = labels == c
+        if outline: _fill(rgb, m & ~ndi.binary_erosion(m), ORGAN_RGBA[c][:3], 1.)
+        else: _fill(rgb, m, ORGAN_RGBA[c][:3], ORGAN_RGBA[c][3])
+
+# %% ../nbs/06_interpretability.ipynb #e6a00020
+def _heat(rgb:np.ndarray, attr:np.ndarray, vmax:float)->np.ndarray:
+    "`rgb` under an inferno heat overlay of |attr| / vmax"
+    a = np.clip(np.abs(attr)/(vmax or 1.), 0, 1); alpha = (.7*a)[..., None]
+    return (1 - alpha)*rgb + alpha*plt.get_cmap('inferno')(a)[..., :3]
+
+# %% ../nbs/06_interpretability.ipynb #e6a0000a
 def slice_rgb(ct:np.ndarray,               # CT [x, y, z] (HU, or uint8 slices with window (127.5, 255))
               gt:np.ndarray|None=None,     # labels [x, y, z]
               pred:np.ndarray|None=None,   # predicted labels [x, y, z]
@@ -283,24 +275,19 @@ def slice_rgb(ct:np.ndarray,               # CT [x, y, z] (HU, or uint8 slices w
               window:tuple=(40, 400),      # CT display window (level, width)
               attr_max:float|None=None,    # |attr| shown at full heat; None: the volume's maximum
              )->np.ndarray:                # (Y, X, 3) float32 in [0, 1]
-    "Slice `z` as an RGB image: the CT in a window, with GT filled, prediction outlined, attribution heat, errors"
-    bad = [l for l in layers if l not in LAYERS]
-    if bad: raise InterpretError(f"unknown layer(s) {bad}: choose from {', '.join(LAYERS)}")
+    "Slice `z` as RGB: windowed CT, GT, prediction, attribution heat, errors"
+    if bad := [l for l in layers if l not in LAYERS]: raise InterpretError(f"unknown layer(s) {bad}: choose from {', '.join(LAYERS)}")
     if not 0 <= z < ct.shape[2]: raise InterpretError(f"slice {z} outside the volume's 0..{ct.shape[2] - 1}")
     lo = window[0] - window[1]/2
     rgb = np.repeat(np.clip((ct[:, :, z].T.astype(np.float32) - lo)/window[1], 0, 1)[..., None], 3, -1)
-    if 'attr' in layers and attr is not None:
-        a = np.clip(np.abs(attr[:, :, z].T)/(attr_max or float(np.abs(attr).max()) or 1.), 0, 1)
-        alpha = (.7*a)[..., None]; rgb = (1 - alpha)*rgb + alpha*plt.get_cmap('inferno')(a)[..., :3]
-    if 'gt' in layers and gt is not None:
-        for c in range(1, len(CLASSES)): _fill(rgb, gt[:, :, z].T == c, ORGAN_CMAP.colors[c][:3], ORGAN_CMAP.colors[c][3])
+    if 'attr' in layers and attr is not None: rgb = _heat(rgb, attr[:, :, z].T, attr_max or float(np.abs(attr).max()))
+    if 'gt' in layers and gt is not None: _fill_organs(rgb, gt[:, :, z].T)
     if 'error' in layers and gt is not None and pred is not None: _fill(rgb, gt[:, :, z].T != pred[:, :, z].T, ERROR_RGB, .7)
-    if 'pred' in layers and pred is not None:
-        for c in range(1, len(CLASSES)):
-            m = pred[:, :, z].T == c; _fill(rgb, m & ~ndi.binary_erosion(m), ORGAN_CMAP.colors[c][:3], 1.)
+    if 'pred' in layers and pred is not None: _fill_organs(rgb, pred[:, :, z].T, outline=True)
     return rgb.astype(np.float32)
 
-def render_slice(ct:np.ndarray, gt:np.ndarray|None=None, pred:np.ndarray|None=None, attr:np.ndarray|None=None, # as for `slice_rgb`
+# %% ../nbs/06_interpretability.ipynb #e6a0000c
+def slice_figure(ct:np.ndarray, gt:np.ndarray|None=None, pred:np.ndarray|None=None, attr:np.ndarray|None=None, # as for `slice_rgb`
                  z:int=0, layers:tuple=('gt', 'pred'), window:tuple=(40, 400), attr_max:float|None=None,
                  size:float=4.,  # figure size (inches)
                 ):
@@ -312,7 +299,7 @@ def render_slice(ct:np.ndarray, gt:np.ndarray|None=None, pred:np.ndarray|None=No
 
 # %% ../nbs/06_interpretability.ipynb #d81400f4
 class SliceViewer:
-    "A Jupyter slice viewer: scroll z, toggle GT / prediction / attribution / error, per-slice Dice in the title"
+    "A Jupyter slice viewer: scroll z, toggle layers, per-slice Dice in the title"
     def __init__(self, ct:np.ndarray,              # CT [x, y, z]
                  gt:np.ndarray|None=None, pred:np.ndarray|None=None, attr:np.ndarray|None=None, # [x, y, z] each
                  z:int|None=None,                  # first slice shown; None: the middle
@@ -334,24 +321,25 @@ class SliceViewer:
 
     @property
     def layers(self)->tuple: return tuple(l for l, t in self.toggles.items() if t.value)
-
-    def update(self, z:int|None=None, layers:tuple|None=None)->SliceViewer:
-        "Show slice `z` (default: the slider's) with `layers` (default: the toggled ones), moving the controls to match"
-        if z is not None and not 0 <= z < self.ct.shape[2]: raise InterpretError(f"slice {z} outside the volume's 0..{self.ct.shape[2] - 1}")
-        self._hold = True
-        try:
-            if z is not None: self.slider.value = int(z)
-            for l, t in self.toggles.items(): t.value = t.value if layers is None else l in layers
-        finally: self._hold = False
-        fig = render_slice(self.ct, self.gt, self.pred, self.attr, self.slider.value, self.layers, self.window, self.attr_max, self.size)
-        self.title, buf = fig.axes[0].get_title(), io.BytesIO()
-        fig.savefig(buf, format='png', dpi=72, bbox_inches='tight'); plt.close(fig)
-        self.image.value = buf.getvalue()
-        return self
-
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
+
+# %% ../nbs/06_interpretability.ipynb #e6a0000e
+@patch
+def update(self:SliceViewer, z:int|None=None, layers:tuple|None=None)->SliceViewer:
+    "Show slice `z` with `layers` (default: the controls'), moving the controls"
+    if z is not None and not 0 <= z < self.ct.shape[2]: raise InterpretError(f"slice {z} outside the volume's 0..{self.ct.shape[2] - 1}")
+    self._hold = True
+    try:
+        if z is not None: self.slider.value = int(z)
+        for l, t in self.toggles.items(): t.value = t.value if layers is None else l in layers
+    finally: self._hold = False
+    fig = slice_figure(self.ct, self.gt, self.pred, self.attr, self.slider.value, self.layers, self.window, self.attr_max, self.size)
+    self.title, buf = fig.axes[0].get_title(), io.BytesIO()
+    fig.savefig(buf, format='png', dpi=72, bbox_inches='tight'); plt.close(fig)
+    self.image.value = buf.getvalue()
+    return self
 
 # %% ../nbs/06_interpretability.ipynb #c793fac6
 def patient_volume(ds:SliceDataset,           # a split
@@ -364,6 +352,7 @@ def patient_volume(ds:SliceDataset,           # a split
     sel = sel[np.argsort(ds.slice_index[sel])]
     return np.moveaxis((ds.arrays[:, 0] if per_slice is None else per_slice)[sel], 0, -1)
 
+# %% ../nbs/06_interpretability.ipynb #e6a0001b
 def attribution_volume(model:nn.Module, images:Tensor, # (Z, C, H, W) one patient's slices, in slice order
                        organ:int|str, method:str='gradcam', **kwargs, # passed to `attribute_organ`
                       )->np.ndarray:                   # [x, y, z]; 0 on slices where the organ is not predicted
@@ -386,8 +375,9 @@ def read_results(path:Path)->pd.DataFrame:
     if missing: raise InterpretError(f"{path}: no column(s) {', '.join(missing)} (expected the long format {', '.join(RESULT_COLUMNS)})")
     return df[RESULT_COLUMNS]
 
+# %% ../nbs/06_interpretability.ipynb #e6a00010
 def read_run(run_dir:Path|str)->pd.DataFrame:
-    "One run's evaluation rows (eval/results3d.csv, and eval/results2d.csv if present) labelled from its config.json"
+    "One run's eval/results*.csv rows, labelled from its config.json"
     run = Path(run_dir); cfg = read_json(run/'config.json')
     files = [f for f in (run/'eval'/'results3d.csv', run/'eval'/'results2d.csv') if f.is_file()]
     if not files: raise InterpretError(f"{run/'eval'/'results3d.csv'}: missing (evaluate the run first)")
@@ -396,7 +386,7 @@ def read_run(run_dir:Path|str)->pd.DataFrame:
     return df.assign(**meta)[list(meta) + RESULT_COLUMNS].reset_index(drop=True)
 
 def collect_runs(runs_dir:Path|str)->pd.DataFrame: # columns run, model, augment, normalize, crf, patient, slice, class, metric, value
-    "Every evaluated run under `runs_dir` (<run>/eval/results3d.csv and <run>/config.json) in one long table"
+    "Every evaluated run under `runs_dir` in one long table"
     root = Path(runs_dir)
     if not root.is_dir(): raise InterpretError(f"{root}: not a folder of runs")
     runs = sorted(d for d in root.iterdir() if (d/'eval'/'results3d.csv').is_file())
@@ -404,10 +394,10 @@ def collect_runs(runs_dir:Path|str)->pd.DataFrame: # columns run, model, augment
     return pd.concat([read_run(d) for d in runs], ignore_index=True)
 
 # %% ../nbs/06_interpretability.ipynb #b8c223c0
-def study_tables(df:pd.DataFrame,     # `collect_runs` output
-                 metric:str='dice',   # any 3D metric of the results
-                )->pd.DataFrame:      # index run: model, flags, one column per organ, mean; sorted by mean, best first
-    "The paper's table: mean 3D `metric` per organ and over the organs, one row per run"
+def runs_table(df:pd.DataFrame,     # `collect_runs` output
+               metric:str='dice',   # any 3D metric of the results
+              )->pd.DataFrame:      # index run: model, flags, one column per organ, mean; sorted by mean, best first
+    "The paper's table: mean 3D `metric` per organ and overall, one row per run"
     d = df[df['slice'].isna() & (df['metric'] == metric)]
     if d.empty: raise InterpretError(f"no 3D rows of metric {metric!r} (metrics: {', '.join(sorted(df['metric'].unique()))})")
     organs = d.groupby(['run', 'class'])['value'].mean().unstack('class')
@@ -417,12 +407,13 @@ def study_tables(df:pd.DataFrame,     # `collect_runs` output
 
 # %% ../nbs/06_interpretability.ipynb #10405916
 def ablation_grid(df:pd.DataFrame, metric:str='dice')->pd.DataFrame: # index (model, normalize), columns augment
-    "Mean foreground 3D `metric` of each model × normalize × augment (runs without CRF; repeats averaged)"
-    tab = study_tables(df, metric); tab = tab[~tab['crf'].astype(bool)]
+    "Mean foreground 3D `metric` per model × normalize × augment (no CRF runs)"
+    tab = runs_table(df, metric); tab = tab[~tab['crf'].astype(bool)]
     return tab.pivot_table(index=['model', 'normalize'], columns='augment', values='mean', aggfunc='mean')
 
-def plot_ablation(df:pd.DataFrame, metric:str='dice'):
-    "One 2 × 2 heatmap (normalize × augment) per model with more than one variant; None if there is none"
+# %% ../nbs/06_interpretability.ipynb #e6a00005
+def ablation_figure(df:pd.DataFrame, metric:str='dice'):
+    "A 2 × 2 heatmap (normalize × augment) per model with variants, or None"
     grid = ablation_grid(df, metric)
     models = [m for m in grid.index.unique('model') if grid.loc[m].notna().to_numpy().sum() > 1]
     if not models: return None
@@ -437,31 +428,30 @@ def plot_ablation(df:pd.DataFrame, metric:str='dice'):
 
 # %% ../nbs/06_interpretability.ipynb #8ef4225c
 def _save_png(fig, path:Path)->Path:
+    "Save `fig` atomically as PNG and close it"
     with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=80, bbox_inches='tight')
     plt.close(fig); return path
 
-def _panels(df:pd.DataFrame, plot, **kw):
+def _per_run_figure(df:pd.DataFrame, plot, **kw):
     "One panel per run, drawn by `plot(run_rows, ax=...)`"
     runs = list(df['run'].unique())
     fig, axs = plt.subplots(1, len(runs), figsize=(3.4*len(runs), 3), squeeze=False, sharey=True)
     for ax, run in zip(axs[0], runs): plot(df[df['run'] == run], ax=ax, **kw); ax.set_title(run, fontsize=9)
     plt.tight_layout(); return fig
 
-def study_figures(df:pd.DataFrame,     # `collect_runs` output
-                  dest:Path|str,       # folder for the PNGs
-                  metric:str='dice',
-                  overwrite:bool=False, # replace existing figures
-                 )->dict:              # figure name -> path written
-    "The study's figures as PNGs: per-organ bars and violins per run, the ablation grid, Dice along z"
-    dest, has_2d = Path(dest), df['slice'].notna().any()
+# %% ../nbs/06_interpretability.ipynb #e6a00007
+FIGURE_NAMES = ('bars', 'violins', 'ablation', 'dice_along_z')
+
+def write_runs_figures(df:pd.DataFrame,      # `collect_runs` output
+                       dest:Path|str,        # folder for the PNGs
+                       metric:str='dice',
+                       overwrite:bool=False, # replace existing figures
+                      )->dict:               # figure name -> path written
+    "Write the study's figures as PNGs: bars, violins, ablation grid, Dice along z"
+    dest, three_d = Path(dest), df[df['slice'].isna()]
     if not {'n_gt', 'n_pred'} <= set(df['metric']): raise InterpretError("the results lack the n_gt/n_pred rows metrics3d writes (needed to count missed organs)")
-    three_d = df[df['slice'].isna()]
+    refuse_existing([dest/f'{n}.png' for n in FIGURE_NAMES], overwrite)
     fig, ax = plt.subplots(figsize=(2 + 1.2*df['run'].nunique(), 3)); plot_organ_bars(three_d, metric, by='run', ax=ax)
-    figs = dict(bars=fig, violins=_panels(three_d, plot_violins, metric=metric), ablation=plot_ablation(df, metric),
-                dice_along_z=_panels(df[df['slice'].notna()], plot_dice_along_z, metric=metric, bins=8) if has_2d else None)
-    paths = {n: dest/f'{n}.png' for n, f in figs.items() if f is not None}
-    clash = [p for p in paths.values() if p.exists()]
-    if clash and not overwrite:
-        for f in figs.values(): plt.close(f)
-        raise FileExistsError(f"{clash[0]} exists; pass overwrite=True to replace the study's figures")
-    return {n: _save_png(figs[n], p) for n, p in paths.items()}
+    figs = dict(bars=fig, violins=_per_run_figure(three_d, plot_violins, metric=metric), ablation=ablation_figure(df, metric),
+                dice_along_z=_per_run_figure(df[df['slice'].notna()], plot_dice_along_z, metric=metric, bins=8) if df['slice'].notna().any() else None)
+    return {n: _save_png(f, dest/f'{n}.png') for n, f in figs.items() if f is not None}

@@ -7,7 +7,6 @@ Docs: https://segthor-nb.github.io/segthor_nb/losses.html.md"""
 
 # %% ../nbs/03_losses.ipynb #d3bf9a09
 from __future__ import annotations
-import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from monai.losses import DiceLoss, GeneralizedDiceLoss
@@ -26,14 +25,14 @@ def labelled_mask(target:Tensor,         # one-hot (B, K, H, W)
 
 # %% ../nbs/03_losses.ipynb #338a38a2
 def ce_loss(logits:Tensor, target:Tensor, include:list|None=None)->Tensor:
-    "Cross-entropy averaged over the pixels whose label is in `include` (background included)"
+    "Cross-entropy averaged over the pixels whose label is in `include`"
     idx = list(range(target.shape[1])) if include is None else list(include)
     y = target[:, idx]
     return -(y * logits.log_softmax(1)[:, idx]).sum() / y.sum().clamp_min(1)
 
 # %% ../nbs/03_losses.ipynb #f1cd33c8
 def samed_dice_loss(logits:Tensor, target:Tensor, include:list|None=None, smooth:float=1e-5)->Tensor:
-    "SAMed's Dice loss: squared denominators, sums over the whole batch, mean over the `include`d classes"
+    "SAMed's Dice loss: squared denominators, whole-batch sums, mean over classes"
     idx = list(range(target.shape[1])) if include is None else list(include)
     m = labelled_mask(target, include)
     p, y = (logits.softmax(1) * m)[:, idx], target[:, idx] * m
@@ -46,7 +45,7 @@ def monai_on_probs(loss:nn.Module,         # a MONAI loss built with softmax=Fal
                    logits:Tensor, target:Tensor,
                    include:list|None=None,  # supervised classes; None: all
                   )->Tensor:
-    "Apply a MONAI loss to the softmax probabilities of the `include`d classes, unlabelled pixels masked out"
+    "A MONAI loss on the `include`d classes' probabilities, unlabelled pixels masked"
     idx = list(range(target.shape[1])) if include is None else list(include)
     m = labelled_mask(target, include)
     return loss((logits.softmax(1) * m)[:, idx], (target * m)[:, idx])
@@ -61,17 +60,19 @@ LOSSES = {'ce': lambda lam: [(1., 'ce')], 'dice_monai': lambda lam: [(1., 'dice'
 
 # %% ../nbs/03_losses.ipynb #e269d361
 class SegLoss(nn.Module):
-    "Weighted sum of loss terms on (logits, one-hot target), restricted to the `include`d classes"
+    "Weighted sum of loss terms on (logits, one-hot target), `include`d classes only"
     def __init__(self, name:str, terms:list, num_classes:int, include:list|None=None):
         super().__init__()
         self.name, self.terms, self.num_classes, self.include = name, terms, num_classes, include
     def forward(self, logits:Tensor, target:Tensor)->Tensor:
+        "The weighted sum, after checking shapes and the number of classes"
         if logits.shape != target.shape:
             raise ValueError(f"loss {self.name}: logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
         if logits.shape[1] != self.num_classes:
             raise ValueError(f"loss {self.name}: built for {self.num_classes} classes, got {logits.shape[1]} channels")
         return sum(w * _TERMS[t](logits, target.to(logits.dtype), self.include) for w, t in self.terms)
     def extra_repr(self):
+        "The terms, as `w·term + ...`"
         return ' + '.join(f"{w:g}·{t}" for w, t in self.terms) + f", classes={self.num_classes}, include={self.include}"
 
 # %% ../nbs/03_losses.ipynb #f6b5f1b9
@@ -80,7 +81,7 @@ def get_loss(name:str,                # one of `LOSSES`: ce, dice_monai, gdl, dc
              include:list|None=None,  # supervised class indices (partial mode: [0, 1, 3, 4]); None: all
              ce_lambda:float=1.0,     # weight of CE in `dce`
             )->SegLoss:
-    "The loss called `name`: `loss(logits (B,K,H,W), one-hot target (B,K,H,W)) -> scalar`"
+    "The loss called `name`: `loss(logits, one-hot target) -> scalar`, both (B,K,H,W)"
     if name not in LOSSES: raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     if include is not None:
         include = sorted(set(int(k) for k in include))
@@ -94,7 +95,7 @@ def deep_supervision_loss(loss_fn,             # loss(logits, target) -> scalar,
                           target:Tensor,       # one-hot (B, K, H, W)
                           weights=(1., .5, .5),# weight of the main output, then of each side output
                          )->Tensor:
-    "`loss_fn` on a plain output, or the weighted sum over main and side outputs (sides upsampled to the target)"
+    "`loss_fn` on an output, or summed over main and side outputs (sides upsampled)"
     if isinstance(out, Tensor): return loss_fn(out, target)
     logits, sides = out
     outs = [logits, *sides]

@@ -11,19 +11,20 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
-import matplotlib.pyplot as plt
-from .data_fix import CLASSES, ORGAN_CMAP, VolumeError, Geometry, load_volume, save_volume, atomic_path, study_call_parse
+from .core import CLASSES, ORGAN_RGBA, SegthorError, refuse_existing, write_csv, dice_from_confusion
+from .data_fix import VolumeError, Geometry, load_volume
 
 # %% auto #0
-__all__ = ['SURFACE', 'OVERLAP', 'STUDY2D', 'COUNTS', 'synthetic_pair', 'overlap_metrics', 'as_labels', 'confusion_counts',
-           'label_boundary', 'surface_voxels', 'nearest_distances', 'surface_metrics', 'surfels', 'metrics3d',
-           'monai_metrics', 'metrics2d', 'study_metrics3d', 'keep_largest_cc', 'long_format', 'summarise',
-           'summary_table', 'find_label_volumes', 'resample_nearest', 'load_pair', 'score_folders', 'write_csv',
-           'segthor_metrics3d', 'plot_organ_bars', 'plot_violins', 'plot_dice_along_z']
+__all__ = ['SURFACE', 'OVERLAP', 'STUDY2D', 'COUNTS', 'SURFACES', 'synthetic_pair', 'overlap_metrics', 'as_labels',
+           'confusion_counts', 'label_boundary', 'surface_voxels', 'nearest_distances', 'surface_metrics', 'surfels',
+           'organ_surface_metrics', 'metrics3d', 'monai_metrics', 'metrics2d', 'study_metrics3d', 'keep_largest_cc',
+           'long_format', 'summarise', 'summary_table', 'find_label_volumes', 'resample_nearest', 'load_pair',
+           'parse_spacing', 'match_predictions', 'score_folders', 'summary_path', 'write_results', 'plot_organ_bars',
+           'plot_violins', 'plot_dice_along_z']
 
 # %% ../nbs/05_metrics3d.ipynb #bc84c32b
 def _draw_ellipsoid(lab, centre, radii, value):
-    "Paint the ellipsoid (`centre`, `radii` in voxels) with `value`, touching only its bounding box"
+    "Paint an ellipsoid (voxels) with `value`, touching only its bounding box"
     lo = np.maximum(np.floor(np.subtract(centre, radii)).astype(int), 0)
     hi = np.minimum(np.ceil(np.add(centre, radii)).astype(int) + 1, lab.shape)
     if np.any(hi <= lo): return
@@ -31,6 +32,7 @@ def _draw_ellipsoid(lab, centre, radii, value):
     inside = sum(((g - c) / r)**2 for g, c, r in zip(np.ogrid[box], centre, radii)) <= 1
     lab[box][inside] = value
 
+# %% ../nbs/05_metrics3d.ipynb #c9e8113d
 _ORGANS = {1: ((.45, .36, .5), (.012, .015, .45)), 2: ((.5, .56, .4), (.14, .12, .22)),   # (centre, radii) as
            3: ((.5, .3, .72), (.03, .03, .28)), 4: ((.56, .42, .5), (.03, .03, .42))}     # fractions of the shape
 
@@ -42,7 +44,7 @@ def synthetic_pair(shape:tuple=(96, 96, 48), # volume shape [x, y, z]
                    jitter:float=0.75,        # sd of the prediction's centre shift, voxels
                   )->tuple:                  # (prediction, ground truth) uint8 label maps
     "A ground-truth label map with organs 1–4 and a perturbed prediction of it"
-    if kind not in ('compact', 'scattered'): raise ValueError(f"kind must be 'compact' or 'scattered', not {kind!r}")
+    if kind not in ('compact', 'scattered'): raise SegthorError(f"kind must be 'compact' or 'scattered', not {kind!r}")
     rng, sh = np.random.default_rng(seed), np.array(shape)
     gt, pred = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
     for c, (centre, radii) in _ORGANS.items():
@@ -61,31 +63,40 @@ def _ratio(a, b):
     "a / b elementwise, NaN where b == 0"
     with np.errstate(invalid='ignore', divide='ignore'): return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
-def overlap_metrics(tp, fp, fn, tn)->dict: # counts of any (common) shape
-    "Dice, IoU, precision, sensitivity, specificity, VS and VOE from confusion counts; 0/0 gives NaN"
-    tp, fp, fn, tn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn, tn))
+# %% ../nbs/05_metrics3d.ipynb #aafdaf7b
+def overlap_metrics(cm:np.ndarray,  # (..., L, L) confusion counts, rows ground truth
+                    classes:tuple,  # labels to score
+                    n_total=None,   # voxels each matrix stands for (TN is the rest); None: its sum
+                   )->dict:         # OVERLAP + COUNTS -> (..., len(classes)) arrays
+    "Overlap metrics and voxel counts of each class from confusion counts; 0/0 is NaN"
+    cls, cm = np.asarray(classes), np.asarray(cm)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)[..., cls].astype(np.float64)
+    n_gt, n_pred = cm.sum(-1)[..., cls], cm.sum(-2)[..., cls]
+    fp, fn = n_pred - tp, n_gt - tp
+    tn = np.asarray(cm.sum((-2, -1)) if n_total is None else n_total)[..., None] - n_gt - n_pred + tp
     iou = _ratio(tp, tp + fp + fn)
-    return dict(dice=_ratio(2*tp, 2*tp + fp + fn), iou=iou, precision=_ratio(tp, tp + fp), sensitivity=_ratio(tp, tp + fn),
-                specificity=_ratio(tn, tn + fp), vs=1 - _ratio(np.abs(fn - fp), 2*tp + fp + fn), voe=1 - iou)
+    return dict(dice=dice_from_confusion(cm)[..., cls], iou=iou, precision=_ratio(tp, tp + fp), sensitivity=_ratio(tp, tp + fn),
+                specificity=_ratio(tn, tn + fp), vs=1 - _ratio(np.abs(fn - fp), 2*tp + fp + fn), voe=1 - iou, n_gt=n_gt, n_pred=n_pred)
 
 # %% ../nbs/05_metrics3d.ipynb #ebd4ae00
 def as_labels(x,                 # label map (integer, bool, or float holding integers)
               name:str='labels', # what to call it in an error
              )->np.ndarray:
-    "`x` as a non-negative integer label array, or a `ValueError` naming `name`"
+    "`x` as a non-negative integer label array, or a `SegthorError` naming `name`"
     x = np.asarray(x)
     if x.dtype == bool: return x.view(np.uint8)
     if not np.issubdtype(x.dtype, np.integer):
-        if not np.all(np.mod(x, 1) == 0): raise ValueError(f"{name}: label values are not integers (dtype {x.dtype})")
+        if not np.all(np.mod(x, 1) == 0): raise SegthorError(f"{name}: label values are not integers (dtype {x.dtype})")
         x = x.astype(np.int64)
-    if x.size and x.min() < 0: raise ValueError(f"{name}: negative label {x.min()}")
+    if x.size and x.min() < 0: raise SegthorError(f"{name}: negative label {x.min()}")
     return x
 
+# %% ../nbs/05_metrics3d.ipynb #49bd8297
 def confusion_counts(pred:np.ndarray, gt:np.ndarray, # label maps of one shape
                      n_labels:int,                   # labels 0..n_labels-1
                      per_slice:bool=False,           # one matrix per slice of the last axis
                     )->np.ndarray:                   # counts [gt, pred], (L, L) or (Z, L, L)
-    "Joint histogram of ground-truth and predicted labels, over the volume or per axial slice"
+    "Joint histogram of GT and predicted labels, per volume or per axial slice"
     L, Z = n_labels, pred.shape[-1]
     rows = max(1, (1 << 22) // max(1, int(np.prod(pred.shape[1:]))))  # ~4M voxels per chunk
     off, nbins = (np.arange(Z, dtype=np.int64) * L * L, L * L * Z) if per_slice else (0, L * L)
@@ -98,7 +109,7 @@ def confusion_counts(pred:np.ndarray, gt:np.ndarray, # label maps of one shape
 def label_boundary(lab:np.ndarray,  # label map
                    axes:tuple=None, # axes whose neighbours count (default: all)
                   )->np.ndarray:    # bool, True on foreground voxels at a boundary of their label
-    "Foreground voxels with a face neighbour of another label, the array's border counting as background"
+    "Foreground voxels with a face neighbour of another label (or the array's edge)"
     b = np.zeros(lab.shape, bool)
     if lab.size == 0: return b
     for a in (range(lab.ndim) if axes is None else axes):
@@ -138,8 +149,9 @@ OVERLAP = ['dice', 'iou', 'precision', 'sensitivity', 'specificity', 'vs', 'voe'
 STUDY2D = ['dice', 'sensitivity', 'specificity', 'hd', 'iou', 'precision', 'vs', 'voe']  # the study's eight, its order
 COUNTS = ['n_gt', 'n_pred']  # voxels of the organ in GT and prediction (they decide the empty-structure cases)
 
+# %% ../nbs/05_metrics3d.ipynb #00ca5d7a
 def _percentile(d, w, q):
-    "q-th percentile of `d`: linear interpolation without weights, DeepMind's area-weighted nearest rank with them"
+    "q-th percentile: linear, or DeepMind's area-weighted nearest rank given `w`"
     if w is None: return np.percentile(d, q)
     o = np.lexsort((w, d)); cum = np.cumsum(w[o]) / np.sum(w[o])
     return d[o][min(np.searchsorted(cum, q / 100), len(d) - 1)]
@@ -149,7 +161,7 @@ def surface_metrics(d_pg:np.ndarray, d_gp:np.ndarray, # mm, prediction→GT and 
                     w_p:np.ndarray=None, w_g:np.ndarray=None, # surfel areas of those points (None: each point counts 1)
                     nsd_tol:float=2.0,                # NSD tolerance, mm
                    )->dict:
-    "HD, HD95, pooled HD95, ASSD and NSD from the directed surface distances; the empty cases by the policy"
+    "HD, HD95, pooled HD95, ASSD and NSD from directed surface distances"
     if len(d_pg) == 0 and len(d_gp) == 0: return dict.fromkeys(SURFACE, np.nan)             # both empty
     if len(d_pg) == 0 or len(d_gp) == 0: return dict.fromkeys(SURFACE, np.nan) | dict(nsd=0.)  # one empty
     d = np.concatenate([d_pg, d_gp])
@@ -161,17 +173,19 @@ def surface_metrics(d_pg:np.ndarray, d_gp:np.ndarray, # mm, prediction→GT and 
 # %% ../nbs/05_metrics3d.ipynb #35972d87
 _KERNEL = (2**np.arange(7, -1, -1)).reshape(2, 2, 2)  # DeepMind's / MONAI's 2×2×2 neighbourhood encoding
 
+# %% ../nbs/05_metrics3d.ipynb #2b2419bf
 def _surfel_area_table(spacing):
-    "Area in mm² of the surface in each of the 256 2×2×2 neighbourhood codes (DeepMind's table)"
+    "Surface area (mm²) of each 2×2×2 neighbourhood code (DeepMind's table)"
     from monai.metrics.utils import _get_neighbour_code_to_normals_table  # the normals (×area) of each code's triangles
     normals = _get_neighbour_code_to_normals_table().cpu().numpy().astype(np.float64)
     sx, sy, sz = spacing
     return np.linalg.norm(normals * np.array([sy * sz, sx * sz, sx * sy]), axis=-1).sum(-1)
 
+# %% ../nbs/05_metrics3d.ipynb #b571c3ab
 def surfels(mask:np.ndarray,  # 3D bool mask (cropped to the structures; it is zero-padded here)
             spacing:tuple,    # mm per axis
            )->tuple:          # ((n, 3) corner coordinates in voxels, (n,) areas in mm²)
-    "DeepMind's surface elements of `mask`: the voxel-grid corners on its surface, with their areas"
+    "DeepMind's surfels of `mask`: grid corners on its surface, with areas"
     p, n = np.pad(mask.astype(np.uint8), 1), mask.shape
     code = sum(int(_KERNEL[a, b, c]) * p[a:a+n[0]+1, b:b+n[1]+1, c:c+n[2]+1].astype(np.int32)
                for a in (0, 1) for b in (0, 1) for c in (0, 1))
@@ -180,7 +194,7 @@ def surfels(mask:np.ndarray,  # 3D bool mask (cropped to the structures; it is z
 
 # %% ../nbs/05_metrics3d.ipynb #25736d56
 def _foreground_box(pred, gt):
-    "Slices of the bounding box of the union foreground of two label maps (None if both are empty)"
+    "Bounding box of the union foreground of two label maps (None: both empty)"
     fg = (pred != 0) | (gt != 0)
     box = []
     for a in range(fg.ndim):
@@ -189,51 +203,59 @@ def _foreground_box(pred, gt):
         box.append(slice(nz[0], nz[-1] + 1))
     return tuple(box)
 
+# %% ../nbs/05_metrics3d.ipynb #8a6a6bdf
 def _check_pair(pred, gt, spacing):
     "Validated label maps and spacing"
     pred, gt = as_labels(pred, 'prediction'), as_labels(gt, 'ground truth')
-    if pred.shape != gt.shape: raise ValueError(f"prediction shape {pred.shape} != ground truth shape {gt.shape}")
+    if pred.shape != gt.shape: raise SegthorError(f"prediction shape {pred.shape} != ground truth shape {gt.shape}")
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != pred.ndim or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing {spacing} must be {pred.ndim} positive numbers (mm per array axis)")
+        raise SegthorError(f"spacing {spacing} must be {pred.ndim} positive numbers (mm per array axis)")
     return pred, gt, spacing
 
-# %% ../nbs/05_metrics3d.ipynb #920c55b2
-def metrics3d(pred:np.ndarray, gt:np.ndarray, # label maps [x, y, z] on the same grid
-              spacing:tuple,                  # mm per array axis (e.g. `Geometry.spacing`)
-              classes:tuple=(1, 2, 3, 4),     # organs to score
-              nsd_tol:float=2.0,              # NSD tolerance, mm
-              surface:str='voxel',            # 'voxel' (MONAI / medpy boundary voxels) or 'surfel' (DeepMind)
-             )->pd.DataFrame:                 # one row per organ: OVERLAP + SURFACE metrics + COUNTS
-    "Overlap and surface metrics of every organ of one patient, in mm at the native grid"
-    pred, gt, spacing = _check_pair(pred, gt, spacing)
-    if surface not in ('voxel', 'surfel'): raise ValueError(f"surface must be 'voxel' or 'surfel', not {surface!r}")
-    n_total, box, cls = pred.size, _foreground_box(pred, gt), np.asarray(classes)
-    if box is None: box = (slice(0, 0),) * pred.ndim
-    pred, gt = pred[box], gt[box]
-    L = int(max(cls.max(), pred.max(initial=0), gt.max(initial=0))) + 1
-    cm = confusion_counts(pred, gt, L) if pred.size else np.zeros((L, L), np.int64)
-    tp, n_gt, n_pred = cm[cls, cls], cm.sum(1)[cls], cm.sum(0)[cls]
-    res = pd.DataFrame(overlap_metrics(tp, n_pred - tp, n_gt - tp, n_total - n_gt - n_pred + tp), index=pd.Index(classes, name='class'))
-    sp, sg = surface_voxels(pred, classes), surface_voxels(gt, classes)
-    surf = []
+# %% ../nbs/05_metrics3d.ipynb #90e46502
+SURFACES = ('voxel', 'surfel')  # surface definitions: MONAI's / medpy's boundary voxels, DeepMind's surfels
+
+# %% ../nbs/05_metrics3d.ipynb #64e78795
+def organ_surface_metrics(pred:np.ndarray, gt:np.ndarray, spacing:tuple, # label maps (cropped) and mm per axis
+                          classes:tuple=(1, 2, 3, 4), nsd_tol:float=2.0,
+                          surface:str='voxel', # one of SURFACES
+                         )->pd.DataFrame:      # index class, SURFACE columns
+    "HD, HD95, pooled HD95, ASSD and NSD of each organ"
+    sp, sg, rows = surface_voxels(pred, classes), surface_voxels(gt, classes), []
     for c in classes:
         p_pts, g_pts, w_p, w_g = sp[c], sg[c], None, None
         if surface == 'surfel' and len(p_pts) and len(g_pts):
             both = np.concatenate([p_pts, g_pts])
             crop = tuple(slice(a, b) for a, b in zip(both.min(0), both.max(0) + 1))
             (p_pts, w_p), (g_pts, w_g) = surfels(pred[crop] == c, spacing), surfels(gt[crop] == c, spacing)
-        surf.append(surface_metrics(nearest_distances(p_pts, g_pts, spacing), nearest_distances(g_pts, p_pts, spacing), w_p, w_g, nsd_tol))
-    res[SURFACE] = pd.DataFrame(surf, index=res.index)
-    res['n_gt'], res['n_pred'] = n_gt, n_pred
-    return res
+        rows.append(surface_metrics(nearest_distances(p_pts, g_pts, spacing), nearest_distances(g_pts, p_pts, spacing), w_p, w_g, nsd_tol))
+    return pd.DataFrame(rows, index=pd.Index(classes, name='class'))
+
+# %% ../nbs/05_metrics3d.ipynb #920c55b2
+def metrics3d(pred:np.ndarray, gt:np.ndarray, # label maps [x, y, z] on the same grid
+              spacing:tuple,                  # mm per array axis (e.g. `Geometry.spacing`)
+              classes:tuple=(1, 2, 3, 4),     # organs to score
+              nsd_tol:float=2.0,              # NSD tolerance, mm
+              surface:str='voxel',            # one of SURFACES: 'voxel' (MONAI, medpy) or 'surfel' (DeepMind)
+             )->pd.DataFrame:                 # one row per organ: OVERLAP + SURFACE metrics + COUNTS
+    "Overlap and surface metrics of each organ of one patient, in mm"
+    pred, gt, spacing = _check_pair(pred, gt, spacing)
+    if surface not in SURFACES: raise SegthorError(f"surface must be one of {SURFACES}, not {surface!r}")
+    n_total, box = pred.size, _foreground_box(pred, gt) or (slice(0, 0),) * pred.ndim
+    pred, gt = pred[box], gt[box]
+    L = int(max(max(classes), pred.max(initial=0), gt.max(initial=0))) + 1
+    cm = confusion_counts(pred, gt, L) if pred.size else np.zeros((L, L), np.int64)
+    res = pd.DataFrame(overlap_metrics(cm, classes, n_total), index=pd.Index(classes, name='class'))
+    res[SURFACE] = organ_surface_metrics(pred, gt, spacing, classes, nsd_tol, surface)
+    return res[OVERLAP + SURFACE + COUNTS]
 
 # %% ../nbs/05_metrics3d.ipynb #29607ce9
 def monai_metrics(pred:np.ndarray, gt:np.ndarray, spacing:tuple, # as for `metrics3d` (2D label maps work too)
                     classes:tuple=(1, 2, 3, 4), nsd_tol:float=2.0,
                     metrics:tuple=('dice', 'hd', 'hd95', 'assd', 'nsd'), # which MONAI metrics to compute
                    )->pd.DataFrame:
-    "The same metrics computed with MONAI (reference for cross-checks and the benchmark)"
+    "The same metrics computed with MONAI (the cross-check reference)"
     import torch, warnings
     from monai.metrics import compute_dice, compute_hausdorff_distance, compute_average_surface_distance, compute_surface_dice
     fns = dict(dice=lambda P, G: compute_dice(P, G),
@@ -251,12 +273,13 @@ def monai_metrics(pred:np.ndarray, gt:np.ndarray, spacing:tuple, # as for `metri
 
 # %% ../nbs/05_metrics3d.ipynb #0b918452
 def _by_slice(pts:np.ndarray)->dict:
-    "Split (n, 3) voxel coordinates by their last (slice) index into in-plane (m, 2) arrays"
+    "Split (n, 3) voxel coordinates by slice into in-plane (m, 2) arrays"
     if len(pts) == 0: return {}
     pts = pts[np.argsort(pts[:, -1], kind='stable')]
     zs, start = np.unique(pts[:, -1], return_index=True)
     return dict(zip(zs.tolist(), np.split(pts[:, :-1], start[1:])))
 
+# %% ../nbs/05_metrics3d.ipynb #6f5c55f1
 def metrics2d(pred:np.ndarray, gt:np.ndarray,   # label maps [x, y, z] (slices along z) or a single slice [x, y]
               classes:tuple=(1, 2, 3, 4),       # organs to score
               spacing:tuple=None,               # in-plane mm (sx, sy) for `hd`; None: pixels
@@ -266,10 +289,8 @@ def metrics2d(pred:np.ndarray, gt:np.ndarray,   # label maps [x, y, z] (slices a
     pred, gt, _ = _check_pair(pred, gt, (1., 1., 1.))
     spacing, cls, Z = (1., 1.) if spacing is None else tuple(spacing)[:2], np.asarray(classes), pred.shape[-1]
     L = int(max(cls.max(), pred.max(initial=0), gt.max(initial=0))) + 1
-    cm = confusion_counts(pred, gt, L, per_slice=True)
-    tp, n_gt, n_pred = cm[:, cls, cls], cm.sum(2)[:, cls], cm.sum(1)[:, cls]
-    res = overlap_metrics(tp, n_pred - tp, n_gt - tp, pred.shape[0] * pred.shape[1] - n_gt - n_pred + tp)
-    res['hd'], res['n_gt'], res['n_pred'] = np.full(tp.shape, np.nan), n_gt, n_pred
+    res = overlap_metrics(confusion_counts(pred, gt, L, per_slice=True), classes)
+    res['hd'] = np.full((Z, len(classes)), np.nan)
     sp, sg = surface_voxels(pred, classes, axes=(0, 1)), surface_voxels(gt, classes, axes=(0, 1))
     for k, c in enumerate(classes):
         ps, gs = _by_slice(sp[c]), _by_slice(sg[c])
@@ -283,7 +304,7 @@ def study_metrics3d(pred_slices:np.ndarray, gt_slices:np.ndarray, # (Z, 256, 256
                     classes:tuple=(1, 2, 3, 4),
                     stacked_first:bool=True,                       # slices along the first axis (as a stack of PNGs)
                    )->pd.DataFrame:
-    "The study's 3D metrics: on the stacked resized slices, spacing 1, HD in voxels — for reproduction only"
+    "The study's 3D metrics: resized slice stack, spacing 1 (reproduction only)"
     if stacked_first: pred_slices, gt_slices = np.moveaxis(pred_slices, 0, -1), np.moveaxis(gt_slices, 0, -1)
     return metrics3d(pred_slices, gt_slices, (1., 1., 1.), classes)
 
@@ -318,10 +339,11 @@ def _cases(wide:pd.DataFrame)->pd.Series:
     g, p = wide['n_gt'] > 0, wide['n_pred'] > 0
     return pd.Series(np.select([g & ~p, ~g & p, ~g & ~p], ['miss', 'spurious', 'absent'], 'present'), index=wide.index)
 
+# %% ../nbs/05_metrics3d.ipynb #e10f49bc
 def summarise(long_df:pd.DataFrame,  # long-format results
               per_slice:bool=False,  # summarise the 2D (per-slice) rows instead of the 3D rows
              )->pd.DataFrame:        # index (organ, metric): mean, sd, n, misses, spurious, absent
-    "Mean ± sd per organ and metric, with the number of values and of missed, spurious and absent organs"
+    "Mean ± sd per organ and metric, with n and the empty-structure counts"
     d = long_df[long_df['slice'].notna() == per_slice]
     keys = ['patient', 'slice', 'class'] if per_slice else ['patient', 'class']
     wide = d.set_index(keys + ['metric'])['value'].unstack('metric')
@@ -341,7 +363,7 @@ def summary_table(summary:pd.DataFrame,                                         
                   metrics:tuple=('dice', 'hd95', 'assd', 'nsd', 'iou', 'precision', 'sensitivity'), # columns, in order
                   digits:int=3,
                  )->pd.DataFrame:                                                    # organs × metrics, strings
-    "Organs × metrics of 'mean ± sd' strings, with n where values are missing and the count of misses"
+    "Organs × metrics of 'mean ± sd' strings, n where values miss, and misses"
     cases = summary.groupby(level='organ', sort=False)[['n', 'misses', 'spurious', 'absent']].max()
     def cell(r):
         s = f"{r['mean']:.{digits}f} ± {r['sd']:.{digits}f}" if np.isfinite(r['sd']) else f"{r['mean']:.{digits}f}"
@@ -357,7 +379,7 @@ _PATIENT = re.compile(r'Patient_(\d+)')
 def find_label_volumes(folder:Path|str,   # folder searched recursively for .nii / .nii.gz
                        gt_name:str=None,  # in SEGTHOR layout, the label file inside each Patient_XX folder
                       )->dict:            # patient id -> path
-    "Label volumes by patient id: `Patient_XX` in the file name, or `Patient_XX/<gt_name>`"
+    "Label volumes by patient id: `Patient_XX` in the name or `Patient_XX/<gt_name>`"
     found, folder = {}, Path(folder)
     if not folder.is_dir(): raise VolumeError(f"{folder}: not a folder")
     files = [f for f in sorted(folder.rglob('*.nii*')) if f.name.endswith(('.nii', '.nii.gz'))]
@@ -376,10 +398,11 @@ def find_label_volumes(folder:Path|str,   # folder searched recursively for .nii
 def resample_nearest(lab:np.ndarray, geom:Geometry, # label map and its geometry
                      target:Geometry,                # the grid to resample onto
                     )->np.ndarray:
-    "Nearest-neighbour resampling of a label map onto another grid, through both affines"
+    "Nearest-neighbour resampling of a label map onto another grid"
     m = np.linalg.inv(geom.affine) @ target.affine  # target voxel -> source voxel
     return ndi.affine_transform(lab, m[:3, :3], m[:3, 3], output_shape=tuple(target.shape), order=0, mode='constant', cval=0)
 
+# %% ../nbs/05_metrics3d.ipynb #19a4f6a7
 def load_pair(pred_path:Path, gt_path:Path, # prediction and GT label volumes
               resample:bool=False,          # resample the prediction onto the GT grid if the grids differ
               atol:float=1e-3,              # affine tolerance, mm
@@ -396,78 +419,83 @@ def load_pair(pred_path:Path, gt_path:Path, # prediction and GT label volumes
     return pred, gt, g_geom, p_geom
 
 # %% ../nbs/05_metrics3d.ipynb #3c4a618e
-def _spacing_rule(spacing_from:str):
-    "'gt', 'pred', or a tuple of three mm values parsed from 'sx,sy,sz'"
+def parse_spacing(spacing_from:str, # 'gt', 'pred', or 'sx,sy,sz' in mm
+                 )->str|tuple:      # 'gt', 'pred', or three floats
+    "A spacing rule: a header ('gt', 'pred') or three positive mm values"
     if spacing_from in ('gt', 'pred'): return spacing_from
     try: sp = tuple(float(s) for s in spacing_from.split(','))
     except ValueError: sp = ()
-    if len(sp) != 3 or min(sp) <= 0: raise ValueError(f"spacing_from must be 'gt', 'pred' or three positive numbers 'sx,sy,sz', not {spacing_from!r}")
+    if len(sp) != 3 or min(sp) <= 0:
+        raise SegthorError(f"spacing_from must be 'gt', 'pred' or three positive numbers 'sx,sy,sz', not {spacing_from!r}")
     return sp
 
+# %% ../nbs/05_metrics3d.ipynb #518ae220
+def match_predictions(pred_dir:Path|str, gt_dir:Path|str, # folders of predicted and GT label volumes
+                      gt_name:str='GT.nii.gz',            # label file name in SEGTHOR-layout patient folders
+                     )->dict:                             # patient id -> (prediction path or None, GT path)
+    "Each GT patient's prediction (None: a miss); extra predictions are reported"
+    gts, preds = find_label_volumes(gt_dir, gt_name), find_label_volumes(pred_dir)
+    if not gts: raise VolumeError(f"{gt_dir}: no label volumes (Patient_XX in a file name, or Patient_XX/{gt_name})")
+    for pid in sorted(set(preds) - set(gts)): print(f"{pid}: prediction {preds[pid]} has no ground truth; ignored", file=sys.stderr)
+    for pid in sorted(set(gts) - set(preds)): print(f"{pid}: no prediction in {pred_dir}; scored as a miss for every organ", file=sys.stderr)
+    return {pid: (preds.get(pid), gt_path) for pid, gt_path in sorted(gts.items())}
+
+# %% ../nbs/05_metrics3d.ipynb #8b5d50b3
 def score_folders(pred_dir:Path|str, gt_dir:Path|str, # folders of predicted and GT label volumes
                   spacing_from:str='gt',               # 'gt', 'pred', or 'sx,sy,sz' in mm
                   nsd_tol:float=2.0,                   # NSD tolerance, mm
                   lcc:bool=False,                      # keep the largest connected component per organ first
                   resample:bool=False,                 # resample predictions onto the GT grid when they differ
                   gt_name:str='GT.nii.gz',             # label file name in SEGTHOR-layout patient folders
-                  surface:str='voxel',                 # 'voxel' or 'surfel' (see `metrics3d`)
+                  surface:str='voxel',                 # one of SURFACES (see `metrics3d`)
                   classes:tuple=(1, 2, 3, 4),
                  )->pd.DataFrame:                      # long-format 3D results
-    "3D metrics of every GT patient against its prediction (a missing prediction is a miss)"
-    rule = _spacing_rule(spacing_from)
-    if surface not in ('voxel', 'surfel'): raise ValueError(f"surface must be 'voxel' or 'surfel', not {surface!r}")
-    gts, preds = find_label_volumes(gt_dir, gt_name), find_label_volumes(pred_dir)
-    if not gts: raise VolumeError(f"{gt_dir}: no label volumes (Patient_XX in a file name, or Patient_XX/{gt_name})")
-    for pid in sorted(set(preds) - set(gts)): print(f"{pid}: prediction {preds[pid]} has no ground truth; ignored", file=sys.stderr)
-    rows = []
-    for pid, gt_path in sorted(gts.items()):
-        if pid in preds: pred, gt, g_geom, p_geom = load_pair(preds[pid], gt_path, resample)
-        else:
-            print(f"{pid}: no prediction in {pred_dir}; scored as a miss for every organ", file=sys.stderr)
-            (gt, g_geom), p_geom = load_volume(gt_path, 'gt'), None
-            pred = np.zeros_like(gt)
+    "3D metrics of every GT patient against its prediction (none: a miss)"
+    rule, rows = parse_spacing(spacing_from), []
+    if surface not in SURFACES: raise SegthorError(f"surface must be one of {SURFACES}, not {surface!r}")
+    for pid, (pred_path, gt_path) in match_predictions(pred_dir, gt_dir, gt_name).items():
+        if pred_path is not None: pred, gt, g_geom, p_geom = load_pair(pred_path, gt_path, resample)
+        else: (gt, g_geom), p_geom = load_volume(gt_path, 'gt'), None; pred = np.zeros_like(gt)
         if lcc: pred = keep_largest_cc(pred, classes)
         spacing = rule if isinstance(rule, tuple) else (p_geom or g_geom).spacing if rule == 'pred' else g_geom.spacing
-        res = metrics3d(pred, gt, spacing, classes, nsd_tol, surface)
-        rows.append(long_format(res, pid))
+        rows.append(long_format(metrics3d(pred, gt, spacing, classes, nsd_tol, surface), pid))
     return pd.concat(rows, ignore_index=True)
 
 # %% ../nbs/05_metrics3d.ipynb #2858f4a5
-def write_csv(df:pd.DataFrame, path:Path|str, overwrite:bool=False)->Path:
-    "Write `df` as CSV atomically, refusing an existing file unless `overwrite`"
-    path = Path(path)
-    if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-    with atomic_path(path) as tmp: df.to_csv(tmp, index=False)
-    return path
+def summary_path(out:Path|str)->Path:
+    "The summary CSV written beside a results CSV: `<out>_summary.csv`"
+    return Path(out).with_name(f'{Path(out).stem}_summary.csv')
 
-@study_call_parse
-def segthor_metrics3d(pred_dir:str,            # folder of predicted label volumes (Patient_XX in each file name)
-                      gt_dir:str,              # folder of GT volumes: flat, or SEGTHOR layout Patient_XX/GT.nii.gz
-                      out:str='results.csv',   # long-format CSV to write (patient, slice, class, metric, value)
-                      spacing_from:str='gt',   # spacing from 'gt' or 'pred' headers, or 'sx,sy,sz' in mm
-                      nsd_tol:float=2.0,       # NSD tolerance, mm
-                      lcc:bool=False,          # keep only the largest connected component of each organ
-                      resample:bool=False,     # resample predictions on another grid onto the GT grid (nearest)
-                      overwrite:bool=False,    # replace an existing --out file
-                      gt_name:str='GT.nii.gz', # label file name inside SEGTHOR-layout folders (e.g. GT_fixed.nii.gz)
-                      surface:str='voxel',     # surface definition: 'voxel' (MONAI, medpy) or 'surfel' (DeepMind)
-                     ):
-    "Score predicted NIfTI label volumes against the ground truth: 3D metrics in mm per patient and organ"
-    if Path(out).exists() and not overwrite: raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    long_df = score_folders(pred_dir, gt_dir, spacing_from, nsd_tol, lcc, resample, gt_name, surface)
+# %% ../nbs/05_metrics3d.ipynb #3a6c7df6
+def write_results(long_df:pd.DataFrame,   # long-format results
+                  out:Path|str,           # results CSV
+                  overwrite:bool=False,   # replace existing files
+                  with_summary:bool=False, # also write `summary_path(out)`
+                 )->str:                  # the summary table and what was written, to print
+    "Write results (and their summary) atomically; existing files need `overwrite`"
+    refuse_existing([out] + ([summary_path(out)] if with_summary else []), overwrite)
+    summary = summarise(long_df)
     write_csv(long_df, out, overwrite)
-    print(summary_table(summarise(long_df)).to_string())
-    print(f"wrote {len(long_df)} rows for {long_df['patient'].nunique()} patients to {out}")
+    if with_summary: write_csv(summary.reset_index(), summary_path(out), overwrite)
+    return (summary_table(summary).to_string() + f"\nwrote {len(long_df)} rows for {long_df['patient'].nunique()} patients to {out}"
+            + (f", the summary to {summary_path(out)}" if with_summary else ''))
 
 # %% ../nbs/05_metrics3d.ipynb #8ae2813c
-def _organ_colour(c:int): return ORGAN_CMAP.colors[c][:3]
+def _organ_colour(c:int): return ORGAN_RGBA[c][:3]
 
+# %% ../nbs/05_metrics3d.ipynb #181ee5f1
+def _new_ax():
+    "A fresh axes of the plots' size"
+    import matplotlib.pyplot as plt
+    return plt.subplots(figsize=(6, 3), dpi=70)[1]
+
+# %% ../nbs/05_metrics3d.ipynb #68552b2f
 def plot_organ_bars(long_df:pd.DataFrame, metric:str='dice', # long-format results; the metric to show
                     by:str=None,                             # column to group bars by (e.g. 'model')
                     ax=None,
                    ):
     "Mean ± sd of a 3D metric per organ (bars), with n and misses annotated"
-    ax = ax or plt.subplots(figsize=(6, 3), dpi=70)[1]
+    ax = ax or _new_ax()
     groups = [(None, long_df)] if by is None else list(long_df.groupby(by))
     w = .8 / len(groups)
     for i, (name, d) in enumerate(groups):
@@ -485,8 +513,8 @@ def plot_organ_bars(long_df:pd.DataFrame, metric:str='dice', # long-format resul
 
 # %% ../nbs/05_metrics3d.ipynb #ea1956fd
 def plot_violins(long_df:pd.DataFrame, metric:str='hd95', ax=None):
-    "Per-organ distribution of a 3D metric over patients (violins and points), misses noted"
-    ax = ax or plt.subplots(figsize=(6, 3), dpi=70)[1]
+    "Per-organ distribution of a 3D metric over patients, misses noted"
+    ax = ax or _new_ax()
     s = summarise(long_df).xs(metric, level='metric')
     d = long_df[long_df['slice'].isna() & (long_df['metric'] == metric)]
     for i, organ in enumerate(s.index):
@@ -502,8 +530,8 @@ def plot_violins(long_df:pd.DataFrame, metric:str='hd95', ax=None):
 # %% ../nbs/05_metrics3d.ipynb #284e7535
 def plot_dice_along_z(long_df:pd.DataFrame, metric:str='dice', # long-format results with 2D (per-slice) rows
                       bins:int=20, ax=None):
-    "Mean per-slice metric per organ along the normalised z position (0 = first slice, 1 = last), ±1 sd band"
-    ax = ax or plt.subplots(figsize=(6, 3), dpi=70)[1]
+    "Mean per-slice metric per organ along normalised z (0: first slice), ±1 sd"
+    ax = ax or _new_ax()
     d = long_df[long_df['slice'].notna() & (long_df['metric'] == metric)].copy()
     d['z'] = d['slice'] / d.groupby('patient')['slice'].transform('max')
     d['bin'] = np.minimum((d['z'] * bins).astype(int), bins - 1)

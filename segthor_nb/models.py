@@ -1,4 +1,4 @@
-"""Strict checkpoint I/O, ENet, ShallowNet, a mean-field CRF wrapper and a per-class ensemble (the SAM models live in `02a_sam`).
+"""Strict checkpoint I/O, ENet, ShallowNet, a mean-field CRF and a per-class ensemble, and the one way to get a model: the registry, `build_model` and `load_run`.
 
 Docs: https://segthor-nb.github.io/segthor_nb/models.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://segthor-nb.github.io/segthor_nb/models.html.md"""
 
 # %% ../nbs/02_models.ipynb #5724c1e6
 from __future__ import annotations
-import json, os, pickle, warnings
+import dataclasses, importlib, inspect, json, os, pickle, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch
@@ -14,22 +14,25 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import save_file, load_file, safe_open
+from .core import SegthorError, TrainConfig, DATASETS, MODEL_NAMES, read_json, config_from
 
 # %% auto #0
-__all__ = ['CheckpointError', 'clean_state_dict', 'check_state_dict', 'save_weights', 'checkpoint_metadata', 'trainable_keys',
-           'read_state_dict', 'load_weights', 'ModelInputError', 'check_input', 'conv_bn_prelu', 'asym_bn_prelu',
-           'Bottleneck', 'DownBottleneck', 'UpBottleneck', 'InitialBlock', 'enet_stage', 'init_xavier', 'ENet',
-           'n_params', 'shape_trace', 'ShallowNet', 'MeanFieldCRF', 'CRF', 'last_layer', 'freeze_for_crf',
-           'ensemble_weights', 'Ensemble']
+__all__ = ['MODEL_REGISTRY', 'MODEL_ALIASES', 'SAM_MODELS', 'CheckpointError', 'clean_state_dict', 'unwrap', 'check_state_dict',
+           'save_weights', 'checkpoint_metadata', 'trainable_keys', 'read_state_dict', 'load_weights',
+           'ModelInputError', 'ModelError', 'check_input', 'conv_bn_prelu', 'asym_bn_prelu', 'Bottleneck',
+           'DownBottleneck', 'UpBottleneck', 'InitialBlock', 'enet_stage', 'init_xavier', 'ENet', 'n_params',
+           'trainable_summary', 'shape_trace', 'ShallowNet', 'MeanFieldCRF', 'CRF', 'last_layer', 'freeze_for_crf',
+           'ensemble_weights', 'Ensemble', 'build_enet', 'build_shallow', 'model_key', 'model_builder', 'get_model',
+           'checkpoint_keys', 'builder_options', 'build_model', 'run_config', 'checkpoint_path', 'load_run']
 
 # %% ../nbs/02_models.ipynb #c71b3ea5
-class CheckpointError(ValueError):
-    "A checkpoint file that cannot be read, or does not fit the model it is loaded into"
+class CheckpointError(SegthorError):
+    "A checkpoint file that cannot be read, or does not fit its model"
 
 # %% ../nbs/02_models.ipynb #54f3277b
 def clean_state_dict(sd:dict, # state dict, possibly from a compiled (`_orig_mod.`) or DDP (`module.`) model
                     )->dict:  # same tensors, keys without those prefixes
-    "Strip torch.compile's `_orig_mod.` (anywhere) and DDP's leading `module.` from every key"
+    "Drop torch.compile's `_orig_mod.` and DDP's leading `module.` from every key"
     def clean(k):
         k = k.replace('_orig_mod.', '')
         while k.startswith('module.'): k = k[len('module.'):]
@@ -42,17 +45,18 @@ def clean_state_dict(sd:dict, # state dict, possibly from a compiled (`_orig_mod
     return out
 
 # %% ../nbs/02_models.ipynb #ca2fbc14
-def _few(xs, n=5):
-    "`xs` joined, cut to the first `n` with a count of the rest"
-    xs = list(xs)
-    return ', '.join(xs[:n]) + (f', ... (+{len(xs)-n} more)' if len(xs) > n else '')
-
-def _unwrap(model:nn.Module)->nn.Module:
+def unwrap(model:nn.Module)->nn.Module:
     "The module under torch.compile's and DDP's wrappers"
     while True:
         if hasattr(model, '_orig_mod'): model = model._orig_mod
         elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)): model = model.module
         else: return model
+
+# %% ../nbs/02_models.ipynb #fb0313e6
+def _few(xs, n=5):
+    "`xs` joined, cut to the first `n` with a count of the rest"
+    xs = list(xs)
+    return ', '.join(xs[:n]) + (f', ... (+{len(xs)-n} more)' if len(xs) > n else '')
 
 # %% ../nbs/02_models.ipynb #7e64aa1f
 def check_state_dict(model:nn.Module,       # model the weights are meant for
@@ -60,8 +64,8 @@ def check_state_dict(model:nn.Module,       # model the weights are meant for
                      name:str='checkpoint', # what to call `sd` in the message, e.g. its file name
                      keys:list|None=None,   # compare only these model keys (e.g. trainable ones); None: all
                     ):
-    "Raise `CheckpointError` listing missing, unexpected and wrong-shape keys of `sd` for `model`"
-    own = clean_state_dict(_unwrap(model).state_dict())
+    "Raise `CheckpointError` listing missing, unexpected and wrong-shape keys"
+    own = clean_state_dict(unwrap(model).state_dict())
     if keys is not None:
         unknown = [k for k in keys if k not in own]
         if unknown: raise CheckpointError(f"{type(model).__name__} has no key(s) {_few(unknown)}")
@@ -72,7 +76,7 @@ def check_state_dict(model:nn.Module,       # model the weights are meant for
               for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
     problems = [f"{len(v)} {w} [{_few(v)}]" for w, v in
                 (('wrong-shape', shapes), ('missing', missing), ('unexpected', unexpected)) if v]
-    if problems: raise CheckpointError(f"{name} does not fit {type(_unwrap(model)).__name__}: " + '; '.join(problems))
+    if problems: raise CheckpointError(f"{name} does not fit {type(unwrap(model)).__name__}: " + '; '.join(problems))
 
 # %% ../nbs/02_models.ipynb #08a20048
 def save_weights(model_or_sd:nn.Module|dict, # a model, or a state dict
@@ -80,8 +84,8 @@ def save_weights(model_or_sd:nn.Module|dict, # a model, or a state dict
                  keys:list|None=None,        # save only these keys (e.g. `trainable_keys(model)`); None: all
                  metadata:dict|None=None,    # extra JSON-able header entries
                 )->Path:
-    "Write the weights as safetensors, atomically, without `_orig_mod.`/`module.` prefixes"
-    sd = clean_state_dict(_unwrap(model_or_sd).state_dict() if isinstance(model_or_sd, nn.Module) else dict(model_or_sd))
+    "Write the weights as safetensors, atomically, without wrapper prefixes"
+    sd = clean_state_dict(unwrap(model_or_sd).state_dict() if isinstance(model_or_sd, nn.Module) else dict(model_or_sd))
     if keys is not None:
         unknown = [k for k in keys if k not in sd]
         if unknown: raise CheckpointError(f"{path}: cannot save unknown key(s) {_few(unknown)}")
@@ -109,12 +113,12 @@ def checkpoint_metadata(path:Path|str)->dict:
 
 # %% ../nbs/02_models.ipynb #67b6b2c7
 def trainable_keys(model:nn.Module)->list:
-    "Names (cleaned) of the parameters with `requires_grad`, e.g. to save only LoRA/CRF weights"
-    return list(clean_state_dict({k: p for k, p in _unwrap(model).named_parameters() if p.requires_grad}))
+    "Names (cleaned) of the parameters with `requires_grad`"
+    return list(clean_state_dict({k: p for k, p in unwrap(model).named_parameters() if p.requires_grad}))
 
 # %% ../nbs/02_models.ipynb #57990eda
 def read_state_dict(path:Path|str)->dict:
-    "Tensors of a `.safetensors` or weights-only `.pt/.pth` file, prefixes cleaned; `CheckpointError` otherwise"
+    "Tensors of a `.safetensors` or weights-only `.pt/.pth` file, prefixes cleaned"
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: checkpoint file not found")
     with open(path, 'rb') as f: head = f.read(2)
@@ -141,8 +145,8 @@ def load_weights(model:nn.Module,     # model to fill (may be compiled or DDP-wr
                  strict:bool=True,    # every key must match; False: load the matching keys, warn about the rest
                  keys:list|None=None, # the file must hold exactly these model keys (e.g. trainable ones)
                 )->nn.Module:         # `model`, loaded
-    "Load a checkpoint into `model`, refusing any missing, unexpected or wrong-shape key with one clear error"
-    sd, target = read_state_dict(path), _unwrap(model)
+    "Load a checkpoint into `model`; any key that does not fit is one clear error"
+    sd, target = read_state_dict(path), unwrap(model)
     if strict: check_state_dict(target, sd, name=str(path), keys=keys)
     else:
         own = clean_state_dict(target.state_dict())
@@ -155,15 +159,18 @@ def load_weights(model:nn.Module,     # model to fill (may be compiled or DDP-wr
     return model
 
 # %% ../nbs/02_models.ipynb #bcf7708c
-class ModelInputError(ValueError):
+class ModelInputError(SegthorError):
     "An input tensor a model cannot take (rank, channel count or spatial size)"
+
+class ModelError(SegthorError):
+    "A model name or builder option that does not exist"
 
 def check_input(x:Tensor,        # input batch
                 in_channels:int, # channels the model was built for
                 multiple:int=1,  # H and W must be multiples of this
                 name:str='model',# model name for the message
                ):
-    "Raise `ModelInputError` unless `x` is `(B, in_channels, H, W)` with H, W multiples of `multiple`"
+    "Raise `ModelInputError` unless `x` is `(B, in_channels, H, W)` as required"
     if x.ndim != 4: raise ModelInputError(f"{name} expects a (B, {in_channels}, H, W) batch, got shape {tuple(x.shape)}")
     if x.shape[1] != in_channels:
         raise ModelInputError(f"{name} was built for {in_channels} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
@@ -178,13 +185,13 @@ def conv_bn_prelu(ci:int, co:int, k:int=1, stride:int=1, dilation:int=1, bias:bo
                          nn.BatchNorm2d(co), nn.PReLU())
 
 def asym_bn_prelu(c:int, k:int=5)->nn.Sequential:
-    "k×1 then 1×k convolution, BatchNorm, PReLU: a k×k receptive field for 2k weights per channel pair"
+    "k×1 then 1×k convolution, BatchNorm, PReLU: a k×k field for 2k weights"
     return nn.Sequential(nn.Conv2d(c, c, (k, 1), padding=(k//2, 0)), nn.Conv2d(c, c, (1, k), padding=(0, k//2)),
                          nn.BatchNorm2d(c), nn.PReLU())
 
 # %% ../nbs/02_models.ipynb #8a7c150e
 class Bottleneck(nn.Module):
-    "ENet's regular / dilated / asymmetric bottleneck: PReLU(shortcut(x) + dropout(expand(conv(project(x)))))"
+    "ENet's regular / dilated / asymmetric bottleneck: PReLU(shortcut(x) + branch(x))"
     def __init__(self, ci:int, co:int, factor:int=4, # in/out channels, projection factor F
                  dilation:int=1, asym:bool=False, p_drop:float=0.01):
         super().__init__()
@@ -197,7 +204,7 @@ class Bottleneck(nn.Module):
 
 # %% ../nbs/02_models.ipynb #4e27868c
 class DownBottleneck(nn.Module):
-    "Halve H, W: PReLU(zero-padded maxpool(x) + branch(x)); also returns the pooling indices"
+    "Halve H, W: PReLU(padded maxpool(x) + branch(x)), and the pooling indices"
     def __init__(self, ci:int, co:int, factor:int=4, p_drop:float=0.01):
         super().__init__()
         mid = ci // factor
@@ -210,6 +217,7 @@ class DownBottleneck(nn.Module):
         b = self.branch(x)
         return self.act(F.pad(main, (0, 0, 0, 0, 0, b.shape[1]-main.shape[1])) + b), idx
 
+# %% ../nbs/02_models.ipynb #20eb995c
 class UpBottleneck(nn.Module):
     "Double H, W: up = maxunpool(x, idx); PReLU(up + branch(cat(up, skip)))"
     def __init__(self, ci:int, co:int, factor:int=4, p_drop:float=0.01): # ci: channels after concatenation
@@ -228,19 +236,19 @@ class InitialBlock(nn.Module):
     "cat(3×3 stride-2 conv to K−C channels, 2×2 max-pool of the C input channels)"
     def __init__(self, ci:int, K:int=16):
         super().__init__()
-        if ci >= K: raise ValueError(f"ENet's initial block needs kernels K > in_channels, got K={K}, in_channels={ci}")
+        if ci >= K: raise ModelError(f"ENet's initial block needs kernels K > in_channels, got K={K}, in_channels={ci}")
         self.conv, self.pool = nn.Conv2d(ci, K-ci, 3, stride=2, padding=1), nn.MaxPool2d(2)
     def forward(self, x): return torch.cat((self.conv(x), self.pool(x)), 1)
 
 def enet_stage(ci:int, co:int, factor:int=4)->nn.Sequential:
-    "ENet's 8-bottleneck pattern: regular, dil 2, asym 5, dil 4, regular, dil 8, asym 5, dil 16 (last: ci→co)"
+    "ENet's 8 bottlenecks: regular, dilated 2, asym 5, dilated 4, ... (last: ci→co)"
     units = [dict(p_drop=.1), dict(dilation=2), dict(asym=True, p_drop=.1), dict(dilation=4),
              dict(p_drop=.1), dict(dilation=8), dict(asym=True, p_drop=.1), dict(dilation=16)]
     return nn.Sequential(*[Bottleneck(ci, co if i == 7 else ci, factor, **u) for i, u in enumerate(units)])
 
 # %% ../nbs/02_models.ipynb #1b4208a6
 def init_xavier(m:nn.Module):
-    "Xavier-normal convolution weights; BatchNorm weight ~ N(1, 0.02), bias 0 (the course's init)"
+    "The course's init: Xavier-normal convolutions, BatchNorm weight ~ N(1, 0.02)"
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)): nn.init.xavier_normal_(m.weight)
     elif isinstance(m, nn.BatchNorm2d): nn.init.normal_(m.weight, 1.0, 0.02); nn.init.zeros_(m.bias)
 
@@ -280,22 +288,35 @@ def n_params(model:nn.Module, trainable:bool=False)->int:
     "Number of parameters of `model` (only those with `requires_grad` if `trainable`)"
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
 
+def trainable_summary(model:nn.Module)->dict:
+    "Parameter counts: all, trainable (requires_grad) and frozen"
+    n, t = n_params(model), n_params(model, trainable=True)
+    return dict(params=n, trainable=t, frozen=n - t)
+
 # %% ../nbs/02_models.ipynb #fb240150
-def shape_trace(model:nn.Module, # model whose direct children are traced
-                x:Tensor,        # example input
-               )->pd.DataFrame:  # one row per child: name, output shape, parameters
-    "Output shape and parameter count of each direct child of `model` during one forward pass"
-    rows, hooks = [], []
-    for name, child in model.named_children():
-        def hook(mod, inp, out, name=name):
-            o = out[0] if isinstance(out, (tuple, list)) else out
-            rows.append(dict(stage=name, output=tuple(o.shape), params=n_params(mod)))
-        hooks.append(child.register_forward_hook(hook))
+def _shape_of(o):
+    "Shape of a tensor, or of each tensor in a (nested) tuple/list"
+    if isinstance(o, Tensor): return tuple(o.shape)
+    return [_shape_of(t) for t in o] if isinstance(o, (list, tuple)) else type(o).__name__
+
+# %% ../nbs/02_models.ipynb #06bcdfe0
+def shape_trace(model:nn.Module,       # model to run
+                x:Tensor,              # an input batch
+                stages:dict|None=None, # label -> dotted submodule name ('' = model); None: the children
+                **kwargs,              # passed to `model(x, ...)`, e.g. aux=True
+               )->pd.DataFrame:        # stage, module, output shape, parameters
+    "Output shape and parameter count of chosen submodules during one forward pass"
+    stages, shapes = stages or {n: n for n, _ in model.named_children()}, {}
+    def hook(label):
+        def record(mod, inp, out): shapes.setdefault(label, _shape_of(out))  # None: output untouched
+        return record
+    hooks = [model.get_submodule(n).register_forward_hook(hook(l)) for l, n in stages.items()]
     try:
-        with torch.no_grad(): model(x)
+        with torch.no_grad(): model(x, **kwargs)
     finally:
         for h in hooks: h.remove()
-    return pd.DataFrame(rows)
+    return pd.DataFrame([dict(stage=l, module=n or type(model).__name__, shape=shapes.get(l),
+                              params=n_params(model.get_submodule(n))) for l, n in stages.items()])
 
 # %% ../nbs/02_models.ipynb #66458873
 class ShallowNet(nn.Module):
@@ -313,7 +334,7 @@ class ShallowNet(nn.Module):
 
 # %% ../nbs/02_models.ipynb #68451986
 class MeanFieldCRF(nn.Module):
-    "`n_iter` mean-field steps of a CRF with a spatial Gaussian kernel; logits in, refined logits out"
+    "`n_iter` mean-field steps of a CRF with a spatial Gaussian kernel, on logits"
     def __init__(self, num_classes:int, n_iter:int=5, sigma:float=3.0): # sigma: kernel width in pixels
         super().__init__()
         self.n_iter, self.r = n_iter, int(np.ceil(3*sigma))
@@ -323,7 +344,7 @@ class MeanFieldCRF(nn.Module):
         self.compat = nn.Parameter(1 - torch.eye(num_classes))      # Potts compatibility μ(k, l)
 
     def message(self, q:Tensor)->Tensor:
-        "Gaussian-weighted sum of the neighbours' probabilities (the pixel itself excluded)"
+        "Gaussian-weighted sum of the neighbours' probabilities (the pixel excluded)"
         K, g, r = q.shape[1], self.g.to(q.dtype), self.r
         o = F.conv2d(q, g.view(1, 1, 1, -1).expand(K, 1, 1, -1), padding=(0, r), groups=K)
         o = F.conv2d(o, g.view(1, 1, -1, 1).expand(K, 1, -1, 1), padding=(r, 0), groups=K)
@@ -349,19 +370,20 @@ class CRF(nn.Module):
 
 # %% ../nbs/02_models.ipynb #8ce0bcae
 def last_layer(model:nn.Module)->nn.Module:
-    "`model.last_layer()` if the model defines it, else the last leaf module (registration order) with parameters"
-    model = _unwrap(model)
+    "`model.last_layer()` if defined, else the last leaf module with parameters"
+    model = unwrap(model)
     if hasattr(model, 'last_layer'): return model.last_layer()
     leaves = [m for m in model.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
     if not leaves: raise ValueError(f"{type(model).__name__} has no parameters, so no last layer to fine-tune")
     return leaves[-1]
 
+# %% ../nbs/02_models.ipynb #74d24963
 def freeze_for_crf(model:CRF,               # a `CRF`-wrapped model
                    finetune_last:bool=False, # also train the wrapped model's last layer
                   )->CRF:
-    "Set `requires_grad` so that only the CRF (and, if `finetune_last`, the model's last layer) trains"
-    if not isinstance(_unwrap(model), CRF): raise TypeError(f"freeze_for_crf needs a CRF-wrapped model, got {type(model).__name__}")
-    crf = _unwrap(model)
+    "Train only the CRF (and, if `finetune_last`, the model's last layer)"
+    if not isinstance(unwrap(model), CRF): raise TypeError(f"freeze_for_crf needs a CRF-wrapped model, got {type(model).__name__}")
+    crf = unwrap(model)
     for p in crf.parameters(): p.requires_grad_(False)
     for p in crf.crf.parameters(): p.requires_grad_(True)
     if finetune_last:
@@ -371,7 +393,7 @@ def freeze_for_crf(model:CRF,               # a `CRF`-wrapped model
 # %% ../nbs/02_models.ipynb #823c7af9
 def ensemble_weights(scores:Tensor|np.ndarray|list, # (members, classes) validation scores, e.g. Dice (≥ 0)
                     )->Tensor:                      # (members, classes), each column sums to 1
-    "Per-class member weights proportional to the members' validation scores (uniform where all are 0)"
+    "Per-class member weights proportional to validation scores (uniform if all 0)"
     s = torch.as_tensor(np.asarray(scores, dtype=np.float32))
     if s.ndim != 2: raise ValueError(f"scores must be (members, classes), got shape {tuple(s.shape)}")
     if (s < 0).any(): raise ValueError("scores must be ≥ 0 (e.g. Dice)")
@@ -380,7 +402,7 @@ def ensemble_weights(scores:Tensor|np.ndarray|list, # (members, classes) validat
 
 # %% ../nbs/02_models.ipynb #05d082c8
 class Ensemble(nn.Module):
-    "Per-class weighted average of the members' softmax probabilities; returns log-probabilities as logits"
+    "Per-class weighted mean of the members' probabilities, as log-probabilities"
     def __init__(self, members:list, scores): # scores: (members, classes) validation scores
         super().__init__()
         self.members = nn.ModuleList(members)
@@ -394,3 +416,123 @@ class Ensemble(nn.Module):
             if o.shape[1] != len(w): raise ValueError(f"member {type(member).__name__} gives {o.shape[1]} classes, scores have {len(w)}")
             p = p + w[:, None, None] * o.softmax(1)
         return p.clamp_min(1e-12).log()
+
+# %% ../nbs/02_models.ipynb #2a504444
+def build_enet(num_classes:int, in_channels:int=1,
+               size:str|None=None, # ignored: ENet is already small
+               kernels:int=16, factor:int=4)->ENet:
+    "ENet from registry options"
+    return ENet(in_channels, num_classes, kernels=kernels, factor=factor)
+
+def build_shallow(num_classes:int, in_channels:int=1, size:str|None=None, width:int=16)->ShallowNet:
+    "ShallowNet from registry options (`size` ignored)"
+    return ShallowNet(in_channels, num_classes, width=width)
+
+# %% ../nbs/02_models.ipynb #73ce9176
+MODEL_REGISTRY = {'enet': build_enet, 'shallow': build_shallow, 'samed': 'segthor_nb.sam:build_samed',
+                  'samed_fast': 'segthor_nb.sam:build_samed_fast', 'sam2unet': 'segthor_nb.sam:build_sam2unet'}
+MODEL_ALIASES = {'shallownet': 'shallow', 'samedfast': 'samed_fast', 'sam2_unet': 'sam2unet'}
+SAM_MODELS = ('samed', 'samed_fast', 'sam2unet')   # keys of the models built on a SAM encoder
+
+def model_key(name:str)->str:
+    "The registry key of a model name (`ENet` → `enet`, `SAM2-UNet` → `sam2unet`)"
+    key = str(name).lower().replace('-', '_'); key = MODEL_ALIASES.get(key, key)
+    if key not in MODEL_REGISTRY: raise ModelError(f"--model {name!r}: unknown model; choose {', '.join(MODEL_NAMES)}")
+    return key
+
+# %% ../nbs/02_models.ipynb #90cc9d12
+def model_builder(name:str): # a model name, as `model_key` reads it
+    "The builder function of a model (an import string is imported now)"
+    builder = MODEL_REGISTRY[model_key(name)]
+    if isinstance(builder, str):
+        module, fn = builder.split(':'); builder = getattr(importlib.import_module(module), fn)
+    return builder
+
+# %% ../nbs/02_models.ipynb #1b3f0e22
+def get_model(name:str,          # ENet, shallow, samed, samed_fast or SAM2UNet (any case, '-' = '_')
+              num_classes:int,   # K, background included
+              in_channels:int=1, # input channels
+              **builder_kw,      # builder options: size ('tiny' for tests), checkpoint, r, input_mode, ...
+             )->nn.Module:       # (B, in_channels, H, W) -> (B, K, H, W) logits
+    "Build a model by name: the registry of training, evaluation, interpretation"
+    builder = model_builder(name)
+    takes = [n for n in inspect.signature(builder).parameters if n not in ('num_classes', 'in_channels')]
+    if unknown := [k for k in builder_kw if k not in takes]:
+        raise ModelError(f"--model_cfg: {name}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(takes)}")
+    return builder(num_classes=num_classes, in_channels=in_channels, **builder_kw)
+
+# %% ../nbs/02_models.ipynb #13767119
+def checkpoint_keys(model:nn.Module)->list|None:
+    "Keys worth saving: all (None), or trainable ones + buffers if some are frozen"
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    return None if not frozen else [k for k in model.state_dict() if k not in frozen]
+
+# %% ../nbs/02_models.ipynb #41933973
+def builder_options(cfg:TrainConfig)->dict:
+    "A run's builder options: `model_cfg`, plus `r` and `value_range` for SAM"
+    if not isinstance(cfg.model_cfg or {}, dict): raise ModelError(f"--model_cfg must be a JSON object, got {cfg.model_cfg!r}")
+    key, kw = model_key(cfg.model or DATASETS[cfg.dataset]['net']), dict(cfg.model_cfg or {})
+    if key in ('samed', 'samed_fast'): kw.setdefault('r', cfg.r)
+    if key in SAM_MODELS: kw.setdefault('value_range', (-1., 1.) if cfg.normalize else (0., 1.))
+    return kw
+
+# %% ../nbs/02_models.ipynb #ab8f8079
+def build_model(cfg:TrainConfig, # the run's configuration (`model` None: the dataset's network)
+                K:int,           # number of classes
+               )->nn.Module:
+    "The configured model: `from_checkpoint` loaded, CRF wrapped and frozen as asked"
+    model = get_model(cfg.model or DATASETS[cfg.dataset]['net'], K, **builder_options(cfg))
+    if cfg.from_checkpoint:
+        partial = len(read_state_dict(cfg.from_checkpoint)) < len(model.state_dict())
+        load_weights(model, cfg.from_checkpoint, keys=checkpoint_keys(model) if partial else None)
+    if cfg.crf: model = freeze_for_crf(CRF(model, K), finetune_last=cfg.finetune_crf)
+    return model
+
+# %% ../nbs/02_models.ipynb #cb129dd7
+def _config_file(run:Path|str)->Path:
+    "The config.json of a run folder, or the one beside a checkpoint file"
+    run = Path(run)
+    return (run if run.is_dir() else run.parent)/'config.json'
+
+def run_config(run:Path|str)->TrainConfig: # a run folder, or a checkpoint file in one
+    "The `TrainConfig` a run was trained with, from its config.json"
+    f = _config_file(run)
+    if not f.is_file(): raise CheckpointError(f"{f}: missing; a train() run folder holds config.json beside its checkpoints")
+    raw = read_json(f)
+    if 'dataset' not in raw: raise CheckpointError(f"{f}: no 'dataset' field, so not a train() run (an nnU-Net run?): no model to rebuild")
+    return config_from(TrainConfig, raw)
+
+# %% ../nbs/02_models.ipynb #24cc4ec7
+def checkpoint_path(run:Path|str, weights:str='best')->Path:
+    "A run's checkpoint: `run` if it is a file, else 'best'/'last' or a path"
+    run = Path(run)
+    path = run if run.is_file() else run/f'{weights}.safetensors' if weights in ('best', 'last') else Path(weights)
+    if not path.is_file(): raise CheckpointError(f"{path}: no such checkpoint (train() writes best.safetensors and last.safetensors)")
+    return path
+
+# %% ../nbs/02_models.ipynb #e5e2cd78
+def _run_settings(run:Path|str, overrides:dict)->tuple:
+    "(TrainConfig, K) of a run with `overrides` applied (None: keep the run's)"
+    over = {k: v for k, v in overrides.items() if v is not None}
+    if bad := sorted(set(over) - {f.name for f in dataclasses.fields(TrainConfig)} - {'num_classes'}):
+        raise ModelError(f"load_run: unknown setting(s) {', '.join(bad)}")
+    K = over.pop('num_classes', None)
+    cfg = run_config(run) if _config_file(run).is_file() or 'model' not in over else TrainConfig()
+    cfg = dataclasses.replace(cfg, **over)
+    if K is None and cfg.dataset not in DATASETS: raise CheckpointError(f"{run}: unknown dataset {cfg.dataset!r}; pass num_classes")
+    return cfg, K or DATASETS[cfg.dataset]['K']
+
+# %% ../nbs/02_models.ipynb #6d2311d8
+def load_run(run:Path|str,        # a train() run folder, or a checkpoint file (config.json beside it)
+             weights:str='best',  # in a folder: 'best', 'last', or a checkpoint path
+             device:str='cpu',
+             **overrides,         # TrainConfig fields and num_classes; None: the run's
+            )->nn.Module:         # in eval mode, on `device`
+    "A trained model for inference, built as training built it, loaded strictly"
+    path, (cfg, K) = checkpoint_path(run, weights), _run_settings(run, overrides)
+    n_file = len(read_state_dict(path))
+    model = build_model(dataclasses.replace(cfg, from_checkpoint=None), K)
+    partial = n_file < len(model.state_dict())  # e.g. a CRF run: its network comes from from_checkpoint
+    if partial and cfg.from_checkpoint: model = build_model(cfg, K)
+    load_weights(model, path, keys=checkpoint_keys(model) if partial else None)
+    return model.to(device).eval()

@@ -6,24 +6,23 @@ Docs: https://segthor-nb.github.io/segthor_nb/nnunet.html.md"""
 
 # %% ../nbs/05a_nnunet.ipynb #e047dcda
 from __future__ import annotations
-import io, os, re, sys, json, time, shutil, functools, contextlib, subprocess
+import io, os, re, sys, time, shutil, functools, contextlib, subprocess
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Annotated
 import numpy as np, pandas as pd
-from .data_fix import CLASSES, VolumeError, load_volume, save_volume, atomic_path, study_call_parse
-from .slicing import SlicingError, split_patients
-from .metrics import score_folders, summarise, summary_table, write_csv
+from .core import CLASSES, SegthorError, atomic_path, write_json, read_json, patient_dirs, label_name, looks_tampered
+from .data_fix import load_volume, save_volume
+from .metrics import score_folders
 
 # %% auto #0
-__all__ = ['SEGTHOR_LABELS', 'MANUAL_SPLIT', 'TINY_TRAINER', 'NnunetError', 'dataset_dir', 'dataset_json', 'patient_dirs',
-           'label_file_name', 'check_split', 'export_case', 'write_json', 'export_nnunet', 'verify_dataset',
-           'segthor_nnunet_export', 'nnunet_commands', 'tiny_trainer', 'write_trainer_dir', 'nnunet_env', 'run_nnunet',
-           'nnunet_gt_folder', 'score_nnunet', 'segthor_test3dnnunet']
+__all__ = ['SEGTHOR_LABELS', 'MANUAL_SPLIT', 'TINY_TRAINER', 'NnunetError', 'dataset_dir', 'dataset_json', 'export_label_name',
+           'check_split', 'export_case', 'export_nnunet', 'verify_dataset', 'export_and_verify', 'export_report',
+           'nnunet_commands', 'tiny_trainer', 'write_trainer_dir', 'nnunet_env', 'run_nnunet', 'nnunet_gt_folder',
+           'score_nnunet']
 
 # %% ../nbs/05a_nnunet.ipynb #648bfd15
-class NnunetError(ValueError):
-    "A dataset, folder or nnU-Net run that cannot be used as asked, with the thing and the problem in the message"
+class NnunetError(SegthorError):
+    "A dataset, folder or nnU-Net run that cannot be used as asked"
 
 # %% ../nbs/05a_nnunet.ipynb #507cbb6d
 def dataset_dir(raw_root:Path|str,     # $nnUNet_raw
@@ -31,7 +30,7 @@ def dataset_dir(raw_root:Path|str,     # $nnUNet_raw
                 name:str='SEGTHOR',    # dataset name (a folder name)
                 other_roots:tuple=(),  # more nnU-Net roots ($nnUNet_preprocessed, $nnUNet_results) that must not use the id for another name
                )->Path:                # raw_root/DatasetXXX_NAME
-    "The nnU-Net raw folder of a dataset, refusing an id that another dataset name already uses"
+    "The raw folder of a dataset, refusing an id another dataset name uses"
     if not 1 <= int(dataset_id) <= 999: raise NnunetError(f"dataset id {dataset_id}: nnU-Net ids have three digits (1..999)")
     if not re.fullmatch(r'[A-Za-z0-9_-]+', name): raise NnunetError(f"dataset name {name!r}: use letters, digits, '_' and '-' (it follows 'Dataset{int(dataset_id):03d}_' in a folder name)")
     folder = f'Dataset{int(dataset_id):03d}_{name}'
@@ -47,36 +46,20 @@ def dataset_json(num_training:int,     # cases in imagesTr (train + validation p
                  name:str='SEGTHOR',   # free text, shown by nnU-Net
                  description:str='',   # free text
                 )->dict:
-    "nnU-Net v2's dataset.json for SEGTHOR: one CT channel, the five SEGTHOR labels, .nii.gz files"
+    "nnU-Net v2's dataset.json: one CT channel, the five SEGTHOR labels, .nii.gz"
     return dict(channel_names={'0': 'CT'}, labels=SEGTHOR_LABELS, numTraining=int(num_training), file_ending='.nii.gz',
                 name=name, description=description)
 
 # %% ../nbs/05a_nnunet.ipynb #faa77893
-_PID = re.compile(r'Patient_\d+')
-
-def patient_dirs(root:Path|str)->list:
-    "The `train/Patient_XX` folders of a SEGTHOR tree, sorted"
-    train = Path(root)/'train'
-    if not train.is_dir(): raise NnunetError(f"{root}: no train/ folder (expected SEGTHOR layout train/Patient_XX/Patient_XX.nii.gz)")
-    dirs = sorted(d for d in train.iterdir() if d.is_dir() and _PID.fullmatch(d.name))
-    if not dirs: raise NnunetError(f"{train}: no Patient_XX folders")
-    return dirs
-
-def label_file_name(root:Path|str,    # SEGTHOR tree
-                    gt_name:str=None, # an explicit choice wins; None: GT_fixed.nii.gz if every patient has it, else GT.nii.gz
-                   )->str:
-    "The label file to use in each patient folder: the fixed labels when present, never the course's tampered GT by default"
-    dirs, root = patient_dirs(root), Path(root)
-    if gt_name is not None: return gt_name
-    n_fixed = sum((d/'GT_fixed.nii.gz').exists() for d in dirs)
-    if n_fixed == len(dirs): return 'GT_fixed.nii.gz'
-    if n_fixed: raise NnunetError(f"{root}: GT_fixed.nii.gz in {n_fixed} of {len(dirs)} patients; fix the whole tree (segthor-fix) or choose gt_name")
-    read = lambda f: json.loads((root/f).read_text()) if (root/f).exists() else {}
-    fixed_copy = read('fix_report.json').get('layout') == 'fixed copy'
-    if not fixed_copy and (read('phantom.json').get('tampered') or any((d/'GT2.nii.gz').exists() for d in dirs)):
+def export_label_name(root:Path|str,    # SEGTHOR tree
+                      gt_name:str=None, # an explicit choice wins; None: `core.label_name`'s rule
+                     )->str:            # the label file to export from each patient folder
+    "`core.label_name`, refusing a tampered-looking tree unless `gt_name` is given"
+    unfixed = not any((d/'GT_fixed.nii.gz').exists() for d in patient_dirs(root))
+    if gt_name is None and unfixed and looks_tampered(root):
         raise NnunetError(f"{root}: GT.nii.gz looks like the course's tampered labels (a GT2.nii.gz pair or a tampered phantom) and there is "
                           f"no GT_fixed.nii.gz; run `segthor-fix {root}` first, or pass gt_name='GT.nii.gz' to use them anyway")
-    return 'GT.nii.gz'
+    return label_name(root, gt_name)
 
 # %% ../nbs/05a_nnunet.ipynb #29df45df
 MANUAL_SPLIT = dict(retains=12, seed=0, fold=0, create_test=True, retains_test=4)  # the study's SEGTHOR_MANUAL_SPLIT
@@ -84,7 +67,7 @@ MANUAL_SPLIT = dict(retains=12, seed=0, fold=0, create_test=True, retains_test=4
 def check_split(split:dict, # {'train': [...], 'val': [...], 'test': [...]} patient ids ('test' may be empty)
                 ids:list,   # every labelled patient of the tree
                )->dict:     # the three lists, sorted
-    "`split` if it puts every patient in exactly one of train / val / test and train and val are not empty"
+    "`split`, checked: each patient in one part, train and val not empty"
     parts = {k: sorted(split.get(k, [])) for k in ('train', 'val', 'test')}
     seen = [p for v in parts.values() for p in v]
     twice, missing, unknown = sorted({p for p in seen if seen.count(p) > 1}), sorted(set(ids) - set(seen)), sorted(set(seen) - set(ids))
@@ -99,7 +82,7 @@ def export_case(ct_path:Path,       # the patient's CT
                 image_out:Path,     # imagesTr/ or imagesTs/{case}_0000.nii.gz
                 label_out:Path|None=None, # labelsTr/ or labelsTs/{case}.nii.gz
                )->str:              # the case id
-    "Write one case in nnU-Net's layout: the CT with its own geometry, the labels as uint8 on exactly the CT's grid"
+    "Write one case: the CT with its own geometry, the labels as uint8 on its grid"
     ct, geom = load_volume(ct_path, 'ct')
     if gt_path is not None:
         gt, g_geom = load_volume(gt_path, 'gt')
@@ -113,53 +96,53 @@ def export_case(ct_path:Path,       # the patient's CT
 def _export_job(job): return export_case(*job)
 
 # %% ../nbs/05a_nnunet.ipynb #f48cc17e
-def write_json(obj, path:Path|str)->Path:
-    "Write `obj` as indented JSON, atomically"
-    with atomic_path(path) as tmp: tmp.write_text(json.dumps(obj, indent=1))
-    return Path(path)
-
 def _fresh_dataset_dir(raw_root, dataset_id, name, overwrite, preprocessed_root)->Path:
-    "The dataset folder, emptied of cases when `overwrite`, refused when it holds an export and not `overwrite`"
+    "The dataset folder: refused if it holds an export, emptied with `overwrite`"
     out = dataset_dir(raw_root, dataset_id, name, () if preprocessed_root is None else (preprocessed_root,))
     if out.is_dir() and any(out.iterdir()):
         if not overwrite: raise NnunetError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
         for sub in ('imagesTr', 'labelsTr', 'imagesTs', 'labelsTs'): shutil.rmtree(out/sub, ignore_errors=True)
     return out
 
+# %% ../nbs/05a_nnunet.ipynb #c385cce1
+def _export_jobs(src:Path, out:Path, gt_name:str, parts:dict)->list:
+    "`export_case` arguments: train + val to *Tr, test and unlabelled CTs to *Ts"
+    dirs = {d.name: d for d in patient_dirs(src)}
+    job = lambda p, tr: (dirs[p]/f'{p}.nii.gz', dirs[p]/gt_name, out/f'images{tr}/{p}_0000.nii.gz', out/f'labels{tr}/{p}.nii.gz')
+    unlabelled = sorted((src/'test').glob('Patient_*.nii.gz')) if (src/'test').is_dir() else []
+    return ([job(p, 'Tr') for p in parts['train'] + parts['val']] + [job(p, 'Ts') for p in parts['test']]
+            + [(f, None, out/f"imagesTs/{f.name[:-len('.nii.gz')]}_0000.nii.gz", None) for f in unlabelled])
+
 # %% ../nbs/05a_nnunet.ipynb #23be18d3
 def export_nnunet(src_root:Path|str,          # SEGTHOR tree: train/Patient_XX/{Patient_XX.nii.gz, labels}, optional test/Patient_XX.nii.gz
                   raw_root:Path|str,          # $nnUNet_raw
                   dataset_id:int=55,          # nnU-Net dataset id
                   name:str='SEGTHOR',         # dataset name
-                  gt_name:str=None,           # label file per patient; None: GT_fixed.nii.gz if present, else GT.nii.gz (`label_file_name`)
+                  gt_name:str=None,           # label file per patient; None: `export_label_name`'s rule
                   split:dict=None,            # {'train', 'val', 'test'} patient ids; None: the study's SEGTHOR_MANUAL_SPLIT
                   preprocessed_root:Path|str=None, # $nnUNet_preprocessed: also put splits_final.json where nnU-Net's training reads it
                   overwrite:bool=False,       # replace an existing export of this dataset
                   workers:int=1,              # processes (one case each)
                  )->Path:                     # the dataset folder
-    "SEGTHOR in nnU-Net v2's raw format with our split: train + val in imagesTr/labelsTr, the test patients held out in imagesTs/labelsTs"
-    src = Path(src_root); gt_name = label_file_name(src, gt_name)
-    dirs = {d.name: d for d in patient_dirs(src)}
-    parts = check_split(split if split is not None else split_patients(list(dirs), **MANUAL_SPLIT), list(dirs))
-    unlabelled = sorted(f for f in (src/'test').glob('Patient_*.nii.gz')) if (src/'test').is_dir() else []
+    "SEGTHOR in nnU-Net's raw format with our split, the test patients held out"
+    from segthor_nb.slicing import split_patients
+    src = Path(src_root); gt_name = export_label_name(src, gt_name); ids = [d.name for d in patient_dirs(src)]
+    parts = check_split(split if split is not None else split_patients(ids, **MANUAL_SPLIT), ids)
     out = _fresh_dataset_dir(raw_root, dataset_id, name, overwrite, preprocessed_root)
-    job = lambda p, tr: (dirs[p]/f'{p}.nii.gz', dirs[p]/gt_name, out/f'images{tr}/{p}_0000.nii.gz', out/f'labels{tr}/{p}.nii.gz')
-    jobs = [job(p, 'Tr') for p in parts['train'] + parts['val']] + [job(p, 'Ts') for p in parts['test']]
-    jobs += [(f, None, out/f"imagesTs/{f.name[:-len('.nii.gz')]}_0000.nii.gz", None) for f in unlabelled]
+    jobs = _export_jobs(src, out, gt_name, parts)
     with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as ex: list((ex.map if ex else map)(_export_job, jobs))
     write_json(dataset_json(len(parts['train']) + len(parts['val']), name, f"SEGTHOR thoracic OARs from {src} ({gt_name}); test patients held out in imagesTs/labelsTs"), out/'dataset.json')
     splits = [dict(train=parts['train'], val=parts['val'])]
-    write_json(splits, out/'splits_final.json')
-    if preprocessed_root is not None: write_json(splits, Path(preprocessed_root)/out.name/'splits_final.json')
-    write_json(dict(src=str(src.resolve()), gt_name=gt_name, dataset_id=int(dataset_id), split=parts,
-                    unlabelled=[f.name[:-len('.nii.gz')] for f in unlabelled]), out/'segthor_export.json')
+    for folder in [out] + ([Path(preprocessed_root)/out.name] if preprocessed_root is not None else []): write_json(splits, folder/'splits_final.json')
+    unlabelled = [Path(j[0]).name[:-len('.nii.gz')] for j in jobs if j[1] is None]
+    write_json(dict(src=str(src.resolve()), gt_name=gt_name, dataset_id=int(dataset_id), split=parts, unlabelled=unlabelled), out/'segthor_export.json')
     return out
 
 # %% ../nbs/05a_nnunet.ipynb #b1b4c026
 def verify_dataset(folder:Path|str,  # an exported nnU-Net raw dataset folder
                    processes:int=1,  # worker processes of the check
                   )->Path:
-    "Run nnU-Net's own dataset integrity check; an NnunetError naming the folder if it fails"
+    "Run nnU-Net's own dataset integrity check; an NnunetError if it fails"
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity  # the `nnunet` extra
     log = io.StringIO()
     try:
@@ -174,34 +157,36 @@ def _env_path(value, var:str)->Path|None:
     value = value or os.environ.get(var)
     return Path(value) if value else None
 
-# %% ../nbs/05a_nnunet.ipynb #94a5f52f
-@study_call_parse
-def segthor_nnunet_export(src:str,                 # SEGTHOR tree (fixed by segthor-fix)
-                          raw_root:str=None,       # nnU-Net raw root (default: $nnUNet_raw)
-                          preprocessed_root:str=None, # also write splits_final.json under this root (default: $nnUNet_preprocessed, if set)
-                          dataset_id:int=55,       # nnU-Net dataset id (55: SegTHOR's in nnU-Net v1)
-                          name:str='SEGTHOR',      # dataset name
-                          gt_name:str=None,        # label file per patient (default: GT_fixed.nii.gz if present, else GT.nii.gz)
-                          retains:int=12,          # validation patients (study: 12)
-                          retains_test:int=4,      # of those, held out as test (study: 4); 0 holds out none
-                          seed:int=0,              # shuffle seed of the split
-                          fold:int=0,              # which block of `retains` patients is validation
-                          overwrite:bool=False,    # replace an existing export of this dataset
-                          no_verify:bool=False,    # skip nnU-Net's dataset integrity check
-                          workers:int=2,           # processes
-                         ):
-    "Export a SEGTHOR tree to nnU-Net v2's raw format with our split (test patients held out) and splits_final.json"
+# %% ../nbs/05a_nnunet.ipynb #f6e17aaf
+def export_and_verify(src:Path|str,                  # SEGTHOR tree (fixed by segthor-fix)
+                      raw_root:Path|str=None,        # nnU-Net raw root (default: $nnUNet_raw)
+                      preprocessed_root:Path|str=None, # also write splits_final.json here (default: $nnUNet_preprocessed, if set)
+                      dataset_id:int=55, name:str='SEGTHOR', gt_name:str=None, # as for `export_nnunet`
+                      retains:int=12, retains_test:int=4, seed:int=0, fold:int=0, # the split, as `split_patients`; retains_test 0: none held out
+                      overwrite:bool=False, verify:bool=True, workers:int=2,
+                     )->Path:                        # the dataset folder
+    "`export_nnunet` with the split from slicing's flags, then nnU-Net's check"
+    from segthor_nb.slicing import split_patients
     raw, pre = _env_path(raw_root, 'nnUNet_raw'), _env_path(preprocessed_root, 'nnUNet_preprocessed')
     if raw is None: raise NnunetError("no nnU-Net raw root: pass --raw_root or set $nnUNet_raw")
     ids = [d.name for d in patient_dirs(src)]
     split = split_patients(ids, retains, seed, fold, retains_test > 0, retains_test if retains_test > 0 else 4)
     out = export_nnunet(src, raw, dataset_id, name, gt_name, split, pre, overwrite, workers)
-    if not no_verify: verify_dataset(out, min(workers, 4))
-    info = json.loads((out/'segthor_export.json').read_text())
-    print(f"{out}: {len(split['train'])} train / {len(split['val'])} val in imagesTr (splits_final.json fold 0), {len(split['test'])} test "
-          f"+ {len(info['unlabelled'])} unlabelled in imagesTs; labels {info['gt_name']}"
-          f"{'' if no_verify else '; nnU-Net integrity check passed'}\nsplits_final.json: {out}" + (f" and {pre/out.name}" if pre else ''))
-    print(f"next: nnUNetv2_plan_and_preprocess -d {dataset_id} --verify_dataset_integrity")
+    if verify: verify_dataset(out, min(workers, 4))
+    return out
+
+# %% ../nbs/05a_nnunet.ipynb #94a5f52f
+def export_report(out:Path|str,                 # an exported dataset folder
+                  preprocessed_root:Path|str=None, # where splits_final.json was also written
+                  verified:bool=False,           # whether nnU-Net's check ran and passed
+                 )->str:
+    "What an export holds and the next command to run"
+    info, out = read_json(Path(out)/'segthor_export.json'), Path(out)
+    s = info['split']
+    return (f"{out}: {len(s['train'])} train / {len(s['val'])} val in imagesTr (splits_final.json fold 0), {len(s['test'])} test "
+            f"+ {len(info['unlabelled'])} unlabelled in imagesTs; labels {info['gt_name']}{'; nnU-Net integrity check passed' if verified else ''}"
+            f"\nsplits_final.json: {out}" + (f" and {Path(preprocessed_root)/out.name}" if preprocessed_root else '')
+            + f"\nnext: nnUNetv2_plan_and_preprocess -d {info['dataset_id']} --verify_dataset_integrity")
 
 # %% ../nbs/05a_nnunet.ipynb #c1f160b7
 def nnunet_commands(dataset_id:int=55,           # the exported dataset
@@ -215,7 +200,7 @@ def nnunet_commands(dataset_id:int=55,           # the exported dataset
                     processes:int=None,          # worker processes (None: nnU-Net's defaults)
                     tta:bool=True,               # test-time mirroring when predicting
                    )->dict:                      # step -> argv list, in running order
-    "nnU-Net v2's command lines for one dataset: plan + preprocess, train and predict per configuration, pick the best, ensemble"
+    "nnU-Net's commands: plan, train, predict per configuration, pick, ensemble"
     d, tr, dev = str(dataset_id), ([] if trainer == 'nnUNetTrainer' else ['-tr', trainer]), ([] if device == 'cuda' else ['-device', device])
     n = lambda *flags: [x for f in flags for x in (f, str(processes))] if processes else []
     images = images or f'$nnUNet_raw/Dataset{int(dataset_id):03d}_{name}/imagesTs'
@@ -231,9 +216,10 @@ def nnunet_commands(dataset_id:int=55,           # the exported dataset
 # %% ../nbs/05a_nnunet.ipynb #a4f255fc
 TINY_TRAINER = 'nnUNetTrainer_segthorTiny'
 
+# %% ../nbs/05a_nnunet.ipynb #35ac6cdc
 @functools.cache
 def tiny_trainer()->type:
-    "nnU-Net's default trainer cut to 1 epoch of 10 training and 2 validation iterations: a smoke test of the real pipeline"
+    "nnU-Net's default trainer cut to 10 training + 2 validation iterations"
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # the `nnunet` extra
     class nnUNetTrainer_segthorTiny(nnUNetTrainer):
@@ -242,8 +228,9 @@ def tiny_trainer()->type:
             self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1, 10, 2
     return nnUNetTrainer_segthorTiny
 
+# %% ../nbs/05a_nnunet.ipynb #a28d7197
 def write_trainer_dir(folder:Path|str)->Path:
-    "A folder for `nnUNet_extTrainer`: one module that exposes `tiny_trainer()` under its class name"
+    "A folder for `nnUNet_extTrainer`: a module exposing `tiny_trainer()` by its name"
     with atomic_path(Path(folder)/'segthor_trainers.py') as tmp:
         tmp.write_text(f'"nnU-Net trainers of segthor_nb; nnUNet_extTrainer points at this folder"\n'
                        f'from segthor_nb.nnunet import tiny_trainer\n{TINY_TRAINER} = tiny_trainer()\n')
@@ -253,18 +240,19 @@ def write_trainer_dir(folder:Path|str)->Path:
 def nnunet_env(work:Path|str,    # holds nnUNet_raw/, nnUNet_preprocessed/, nnUNet_results/ and trainers/ (created)
                processes:int=1,  # worker processes nnU-Net may start for augmentation, export and validation
               )->dict:           # os.environ plus nnU-Net's variables, for subprocess
-    "The environment nnU-Net reads its folders, external trainers and process counts from, rooted in `work`"
+    "nnU-Net's folders, external trainers and process counts, rooted in `work`"
     w = Path(work)
     for d in ('nnUNet_raw', 'nnUNet_preprocessed', 'nnUNet_results'): (w/d).mkdir(parents=True, exist_ok=True)
     return os.environ | dict(nnUNet_raw=str(w/'nnUNet_raw'), nnUNet_preprocessed=str(w/'nnUNet_preprocessed'),
                              nnUNet_results=str(w/'nnUNet_results'), nnUNet_extTrainer=str(write_trainer_dir(w/'trainers')),
                              nnUNet_n_proc_DA=str(processes), nnUNet_def_n_proc=str(processes))
 
+# %% ../nbs/05a_nnunet.ipynb #2c94a419
 def run_nnunet(argv:list,          # a command line from `nnunet_commands`
                env:dict,           # from `nnunet_env`
                log:Path|str=None,  # where to keep the full output
               )->float:            # seconds it took
-    "Run one nnU-Net command (the console script of this Python's environment); NnunetError with the output's tail if it fails"
+    "Run one nnU-Net command; an NnunetError with the output's tail if it fails"
     exe = Path(sys.executable).parent/argv[0]
     start = time.time()
     p = subprocess.run([str(exe) if exe.exists() else argv[0], *map(str, argv[1:])], env=env, capture_output=True, text=True)
@@ -275,47 +263,27 @@ def run_nnunet(argv:list,          # a command line from `nnunet_commands`
 
 # %% ../nbs/05a_nnunet.ipynb #b526c64f
 def nnunet_gt_folder(gt_root:Path|str,  # an exported dataset folder, a SEGTHOR tree, or a folder of GT volumes
-                     gt_name:str=None,  # label file in a SEGTHOR tree (see `label_file_name`)
+                     gt_name:str=None,  # label file in a SEGTHOR tree (see `core.label_name`)
                     )->tuple:           # (folder, gt_name) for `score_folders`
-    "Where the ground truth for nnU-Net's predictions is: an export's labelsTs (its held-out patients), a SEGTHOR tree, or a flat folder"
+    "GT of nnU-Net's predictions: an export's labelsTs, a SEGTHOR tree or a folder"
     root = Path(gt_root)
     if not root.is_dir(): raise NnunetError(f"{root}: not a folder (expected an exported nnU-Net dataset, a SEGTHOR tree or a folder of GT volumes)")
     if (root/'dataset.json').exists():
         if not any((root/'labelsTs').glob('*.nii.gz')):
             raise NnunetError(f"{root}: no labelsTs/*.nii.gz (this export held out no labelled patient); score against the SEGTHOR tree instead")
         return root/'labelsTs', 'GT.nii.gz'
-    if (root/'train').is_dir(): return root/'train', label_file_name(root, gt_name)   # not test/: unlabelled CTs
+    if (root/'train').is_dir(): return root/'train', label_name(root, gt_name)   # not test/: unlabelled CTs
     return root, gt_name or 'GT.nii.gz'
 
+# %% ../nbs/05a_nnunet.ipynb #5df2e8cc
 def score_nnunet(pred_dir:Path|str,   # nnU-Net's output folder
                  gt_root:Path|str,    # see `nnunet_gt_folder`
                  gt_name:str=None,    # label file in a SEGTHOR tree
                  nsd_tol:float=2.0,   # NSD tolerance, mm
                  lcc:bool=False,      # keep the largest connected component per organ first
-                 surface:str='voxel', # 'voxel' or 'surfel' (see `metrics3d`)
+                 surface:str='voxel', # one of `metrics.SURFACES`
                 )->pd.DataFrame:      # long-format 3D results
-    "Our 3D metrics of nnU-Net's predictions, matched by patient id; a patient without a prediction is a miss"
+    "Our 3D metrics of nnU-Net's predictions; a missing prediction is a miss"
     if not Path(pred_dir).is_dir(): raise NnunetError(f"{pred_dir}: no such prediction folder")
     folder, name = nnunet_gt_folder(gt_root, gt_name)
     return score_folders(pred_dir, folder, nsd_tol=nsd_tol, lcc=lcc, gt_name=name, surface=surface)
-
-# %% ../nbs/05a_nnunet.ipynb #3892f63f
-@study_call_parse
-def segthor_test3dnnunet(pred_dir:Annotated[str, {'opt': True, 'required': True}], # nnU-Net's output folder (Patient_XX.nii.gz)
-                         gt_root:Annotated[str, {'opt': True, 'required': True}],  # exported dataset (scores labelsTs), SEGTHOR tree, or GT folder
-                         out:str='results.csv',   # long-format CSV (patient, slice, class, metric, value); the summary goes to <out>_summary.csv
-                         gt_name:str=None,        # label file in a SEGTHOR tree (default: GT_fixed.nii.gz if present, else GT.nii.gz)
-                         nsd_tol:float=2.0,       # NSD tolerance, mm
-                         lcc:bool=False,          # keep only the largest connected component of each organ
-                         surface:str='voxel',     # surface definition: 'voxel' (MONAI, medpy) or 'surfel' (DeepMind)
-                         overwrite:bool=False,    # replace existing result files
-                        ):
-    "Score nnU-Net's predictions with our 3D metrics in mm (a held-out patient without a prediction is a miss); print the summary"
-    out = Path(out); summary_path = out.with_name(f'{out.stem}_summary.csv')
-    for f in (out, summary_path):
-        if f.exists() and not overwrite: raise FileExistsError(f"{f} exists; pass --overwrite to replace it")
-    long_df = score_nnunet(pred_dir, gt_root, gt_name, nsd_tol, lcc, surface)
-    summary = summarise(long_df)
-    write_csv(long_df, out, overwrite); write_csv(summary.reset_index(), summary_path, overwrite)
-    print(summary_table(summary).to_string())
-    print(f"wrote {len(long_df)} rows for {long_df['patient'].nunique()} patients to {out}, the summary to {summary_path}")

@@ -6,18 +6,20 @@ Docs: https://segthor-nb.github.io/segthor_nb/pipeline.html.md"""
 
 # %% ../nbs/07_pipeline.ipynb #fda4b19f
 from __future__ import annotations
-import json, time
+import time
 from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
-from .data_fix import write_phantom, fix_tree, show_labels, load_volume, atomic_path, study_call_parse, CLASSES
+from .core import CLASSES, SegthorError, TrainConfig, atomic_path, md_table
+from .data_fix import write_phantom, fix_tree, show_labels, load_volume
 from .slicing import slice_tree, read_png
-from .train import train, TrainConfig
+from .models import load_run
+from .train import train
 from .evaluate import predict_volumes, evaluate3d, write_results
 
 # %% auto #0
-__all__ = ['DEMO_TRAIN', 'DEMO_SPLIT', 'demo_data', 'test_overlays', 'fg_dice', 'md_table', 'write_report', 'run_demo',
-           'segthor_demo']
+__all__ = ['DEMO_TRAIN', 'DEMO_SPLIT', 'demo_data', 'training_slices_figure', 'prediction_overlay_figure', 'fg_dice', 'run_demo',
+           'write_report', 'demo_summary']
 
 # %% ../nbs/07_pipeline.ipynb #00715380
 DEMO_TRAIN = dict(model='ENet', loss='dce', optimizer='adamw', lr=3e-3, batch_size=8, use_scheduler=True,
@@ -31,38 +33,22 @@ def demo_data(dest:Path,           # the demo's folder
               n_slices:int,        # slices per volume
               slice_size:int,      # size of the PNG slices
               seed:int=0,          # phantom seed
-              workers:int=2,       # processes
-             )->dict:              # fix report and split
-    "Tampered phantom → pair fix (GT_fixed.nii.gz) → windowed study slicing with train / val / test patients"
+              num_workers:int=2,   # processes
+             )->dict:              # source tree, fix report and split
+    "Tampered phantom → pair fix → windowed slicing into train / val / test"
     n_val, n_test = DEMO_SPLIT['n_val'], DEMO_SPLIT['n_test']
-    if n_patients < n_val + n_test + 2: raise ValueError(f"n_patients must be ≥ {n_val + n_test + 2} ({n_val} validation, {n_test} test, 2 training), not {n_patients}")
-    src = write_phantom(dest/'segthor_train', n_patients, (shape, shape), n_slices, seed, tamper=True, workers=workers)
+    if n_patients < n_val + n_test + 2: raise SegthorError(f"n_patients must be ≥ {n_val + n_test + 2} ({n_val} validation, {n_test} test, 2 training), not {n_patients}")
+    src = write_phantom(dest/'segthor_train', n_patients, (shape, shape), n_slices, seed, tamper=True, workers=num_workers)
     fix = fix_tree(src, method='pair')
     split = slice_tree(src, dest/'SEGTHOR', (slice_size, slice_size), retains=n_val + n_test, create_test=True, retains_test=n_test,
-                       seed=0, processes=workers, norm='window', gt_name='GT_fixed.nii.gz', progress=False)
+                       seed=0, processes=num_workers, norm='window', gt_name='GT_fixed.nii.gz', progress=False)
     return dict(source=src, fix=fix, split=split['splits'])
 
-# %% ../nbs/07_pipeline.ipynb #77cbf4d4
-def test_overlays(source:Path,      # SEGTHOR-layout tree with the CTs and GT_fixed.nii.gz
-                  pred_dir:Path,    # predicted volumes, Patient_XX.nii.gz
-                  out:Path,         # the PNG to write
-                  gt_name:str='GT_fixed.nii.gz',
-                 ):
-    "CT | ground truth | prediction of every predicted patient at its slice with the most foreground"
-    preds = sorted(Path(pred_dir).glob('Patient_*.nii.gz'))
-    fig, axs = plt.subplots(len(preds), 3, figsize=(7.5, 2.6*len(preds)), squeeze=False)
-    for row, p in zip(axs, preds):
-        pid = p.name[:-7]
-        ct, gt, pred = load_volume(source/'train'/pid/f'{pid}.nii.gz', 'ct')[0], load_volume(source/'train'/pid/gt_name, 'gt')[0], load_volume(p, 'gt')[0]
-        z = int(np.argmax((gt > 0).sum((0, 1))))
-        for ax, lab, t in zip(row, (None, gt, pred), ('CT', 'ground truth', 'prediction')): show_labels(ct[..., z], None if lab is None else lab[..., z], ax, title=f'{pid} z={z}: {t}')
-    fig.tight_layout()
-    with atomic_path(out) as tmp: fig.savefig(tmp, dpi=60, format='png')
-    return fig
-
 # %% ../nbs/07_pipeline.ipynb #531e204e
-def _slices_figure(slices_dir:Path, out:Path, n:int=6):
-    "Save a row of `n` training slices with their labels overlaid (the study's colours), as the network sees them"
+def training_slices_figure(slices_dir:Path, # sliced dataset root (train/img, train/gt)
+                           n:int=6,         # slices shown, spread over those with an organ
+                          ):
+    "A row of `n` training slices with their labels, as the network sees them"
     imgs = sorted((slices_dir/'train'/'img').glob('*.png'))
     gts = [slices_dir/'train'/'gt'/p.name for p in imgs]
     fg = [i for i, g in enumerate(gts) if read_png(g).max() > 0]
@@ -70,89 +56,87 @@ def _slices_figure(slices_dir:Path, out:Path, n:int=6):
     fig, axs = plt.subplots(1, n, figsize=(2.2*n, 2.4))
     for ax, i in zip(axs, pick): show_labels(read_png(imgs[i]), read_png(gts[i])//63, ax, window=(127.5, 255), title=imgs[i].stem)
     fig.tight_layout()
-    with atomic_path(out) as tmp: fig.savefig(tmp, dpi=70, format='png')
+    return fig
+
+# %% ../nbs/07_pipeline.ipynb #77cbf4d4
+def prediction_overlay_figure(source:Path,   # SEGTHOR-layout tree with the CTs and the labels
+                              pred_dir:Path, # predicted volumes, Patient_XX.nii.gz
+                              gt_name:str='GT_fixed.nii.gz', # label file of each patient
+                             ):
+    "CT | GT | prediction of each predicted patient at its most-organ slice"
+    preds = sorted(Path(pred_dir).glob('Patient_*.nii.gz'))
+    fig, axs = plt.subplots(len(preds), 3, figsize=(7.5, 2.6*len(preds)), squeeze=False)
+    for row, p in zip(axs, preds):
+        pid = p.name[:-7]
+        ct, gt, pred = (load_volume(f, k)[0] for f, k in ((source/'train'/pid/f'{pid}.nii.gz', 'ct'), (source/'train'/pid/gt_name, 'gt'), (p, 'gt')))
+        z = int(np.argmax((gt > 0).sum((0, 1))))
+        for ax, lab, t in zip(row, (None, gt, pred), ('CT', 'ground truth', 'prediction')): show_labels(ct[..., z], None if lab is None else lab[..., z], ax, title=f'{pid} z={z}: {t}')
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/07_pipeline.ipynb #ce03169c
 def fg_dice(long_df:pd.DataFrame)->float:
-    "Mean 3D Dice over patients and organs (a missed organ counts as 0; an organ absent from both is left out)"
+    "Mean 3D Dice over patients and organs (a missed organ counts as 0)"
     d = long_df[(long_df['metric'] == 'dice') & long_df['slice'].isna()]['value']
     return float(d.mean())
 
-# %% ../nbs/07_pipeline.ipynb #94d217fd
-def md_table(df:pd.DataFrame)->str:
-    "A DataFrame as a GitHub Markdown table, its index as the first column"
-    d = df.reset_index()
-    rows = [list(map(str, d.columns)), ['---']*len(d.columns)] + [[f'{v:.3f}' if isinstance(v, float) else str(v) for v in r] for r in d.itertuples(index=False)]
-    return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows)
-
-# %% ../nbs/07_pipeline.ipynb #7e62eb73
-def write_report(dest:Path, log:dict, table:pd.DataFrame, long_df:pd.DataFrame)->Path:
-    "The demo's report.md, with relative links to the figures of each stage"
-    fix, hist = log['fix'], pd.DataFrame(log['train']['history'])
-    err = fix.get('error_vs_phantom') or dict(phi_deg=np.nan, translation_vox=[np.nan]*3)
-    per_patient = long_df[long_df['metric'] == 'dice'].pivot(index='patient', columns='class', values='value').rename(columns=lambda c: CLASSES[c])
-    md = ["# segthor_nb demo: the main job on the phantom",
-          f"**Mean 3D Dice over the {per_patient.shape[0]} held-out patients and 4 organs: {fg_dice(long_df):.3f}** "
-          f"(native grid, spacing from the NIfTI headers; best epoch {log['train']['best']['epoch']} of {len(hist)}).",
-          f"Data: {log['params']['n_patients']} phantom patients, {log['params']['shape']}² × {log['params']['n_slices']} voxels, seed {log['params']['seed']}; "
-          f"slices {log['params']['slice_size']}², window 40/400 HU. Split: " + '; '.join(f"{k} {', '.join(v)}" for k, v in log['split'].items()),
-          f"Heart fix (pair registration): φ = {fix['phi_deg']:.3f}°; error against the phantom's true matrix: φ {err['phi_deg']:.3f}°, "
-          f"translation {np.round(err['translation_vox'], 3).tolist()} voxels.",
-          "Training: " + ', '.join(f"{k}={v}" for k, v in log['train_cfg'].items()),
-          "## Per organ (mean ± sd over the test patients)", md_table(table),
-          "## Dice per test patient", md_table(per_patient),
-          "## Figures", "![curves](../train/curves.png)", "![test patients](test_overlays.png)",
-          "![Dice per organ](../eval/organ_dice.png)", "![HD95 per organ](../eval/violins_hd95.png)", "![training slices](slices.png)",
-          "Times (s): " + ', '.join(f"{k} {v:.0f}" for k, v in log['seconds'].items())]
-    with atomic_path(dest/'report'/'report.md') as tmp: tmp.write_text('\n\n'.join(md) + '\n')
-    return dest/'report'/'report.md'
-
 # %% ../nbs/07_pipeline.ipynb #f65b6a63
-def run_demo(dest:Path|str,        # everything goes below this folder
-             n_patients:int=16,    # labelled phantom patients: 2 validation, 4 test, the rest train
-             shape:int=256,        # in-plane size of the phantom volumes
-             n_slices:int=64,      # slices per volume
-             slice_size:int=256,   # size of the 2D slices (the study's 256²)
-             epochs:int=30,        # training epochs
-             seed:int=0,           # phantom seed
-             workers:int=2,        # processes for generation and slicing
-             overwrite:bool=False, # replace the results of an earlier demo in `dest`
-             progress:bool=True,   # training progress, one line per epoch
-            )->dict:               # everything the report shows, and the paths
-    "Phantom (tampered like the course) → pair fix → slicing → ENet → stitched test predictions → 3D metrics → report"
-    dest, t, secs = Path(dest), time.time(), {}
-    if (dest/'report'/'report.md').exists() and not overwrite: raise ValueError(f"{dest}: holds an earlier demo (report/report.md); pass --overwrite to replace it")
-    def lap(k): nonlocal t; secs[k] = time.time() - t; t = time.time()
-    log = demo_data(dest, n_patients, shape, n_slices, slice_size, seed, workers); lap('data')
+def run_demo(dest:str='data/demo',   # everything goes below this folder
+             n_patients:int=16,      # labelled phantom patients: 2 validation, 4 test, the rest train
+             shape:int=256,          # in-plane size of the phantom volumes
+             n_slices:int=64,        # slices per volume
+             slice_size:int=256,     # size of the 2D slices (the study's 256²)
+             epochs:int=30,          # training epochs
+             seed:int=0,             # phantom seed
+             num_workers:int=2,      # processes for generation and slicing
+             overwrite:bool=False,   # replace the results of an earlier demo in `dest`
+             progress:bool=True,     # training progress, one line per epoch
+            )->dict:                 # everything the report shows, and the paths
+    "Phantom → fix → slices → ENet → stitched test predictions → 3D metrics → report"
+    dest, secs, t = Path(dest), {}, [time.time()]
+    if (dest/'report'/'report.md').exists() and not overwrite: raise SegthorError(f"{dest}: holds an earlier demo (report/report.md); pass --overwrite to replace it")
+    def lap(k): secs[k] = time.time() - t[0]; t[0] = time.time()
+    log = demo_data(dest, n_patients, shape, n_slices, slice_size, seed, num_workers); lap('data')
     cfg = TrainConfig(dataset='PHANTOM', data_root=str(dest/'SEGTHOR'), dest=str(dest/'train'), epochs=epochs, patch_size=slice_size//2,
                       overwrite=overwrite, progress=progress, **DEMO_TRAIN)
     log['train'] = train(cfg); lap('train')
-    pred_dir = dest/'predictions'
-    predict_volumes(dest/'train'/'best.safetensors', dest/'SEGTHOR', 'test', pred_dir, overwrite=overwrite, model='ENet'); lap('predict')
-    long_df = evaluate3d(pred_dir, dest/'SEGTHOR', 'test', dest/'eval'/'gt', source_dir=log['source'], gt_name='GT_fixed.nii.gz', overwrite=overwrite)
-    table = write_results(long_df, dest/'eval', '3d', overwrite=overwrite); lap('evaluate')
-    plt.close(test_overlays(log['source'], pred_dir, dest/'report'/'test_overlays.png'))
-    plt.close(_slices_figure(dest/'SEGTHOR', dest/'report'/'slices.png'))
+    predict_volumes(load_run(dest/'train'), dest/'SEGTHOR', 'test', dest/'predictions', overwrite=overwrite); lap('predict')
+    log['results'] = evaluate3d(dest/'predictions', dest/'SEGTHOR', 'test', dest/'eval'/'gt', log['source'], 'GT_fixed.nii.gz', overwrite=overwrite)
+    log['table'] = write_results(log['results'], dest/'eval', '3d', overwrite=overwrite); lap('evaluate')
     log.update(params=dict(n_patients=n_patients, shape=shape, n_slices=n_slices, slice_size=slice_size, seed=seed), seconds=secs,
-               train_cfg=dict(DEMO_TRAIN, epochs=epochs, patch_size=slice_size//2), dice=fg_dice(long_df), table=table, results=long_df)
-    lap('report'); secs['total'] = sum(secs.values())
-    log['report'] = write_report(dest, log, table, long_df)
+               train_cfg=dict(DEMO_TRAIN, epochs=epochs, patch_size=slice_size//2), dice=fg_dice(log['results']))
+    log['report'] = write_report(dest, log); lap('report'); secs['total'] = sum(secs.values())
     return log
 
-# %% ../nbs/07_pipeline.ipynb #df8be43d
-@study_call_parse
-def segthor_demo(dest:str='data/demo',  # output folder
-                 n_patients:int=16,     # labelled phantom patients (2 validation, 4 test, the rest train)
-                 shape:int=256,         # in-plane size of the phantom volumes
-                 n_slices:int=64,       # slices per volume
-                 slice_size:int=256,    # size of the 2D slices the network sees
-                 epochs:int=30,         # training epochs
-                 seed:int=0,            # phantom seed
-                 workers:int=2,         # processes
-                 overwrite:bool=False,  # replace an earlier demo in dest
-                ):
-    "Run the main job on the phantom: generate → fix → slice → train ENet → stitch test predictions → 3D metrics → report"
-    log = run_demo(dest, n_patients, shape, n_slices, slice_size, epochs, seed, workers, overwrite)
-    print(log['table'][['dice', 'hd95', 'assd', 'misses']].to_string())
-    print(f"mean 3D Dice {log['dice']:.3f} on {len(log['split']['test'])} held-out patients; report: {log['report']} ({log['seconds']['total']:.0f} s)")
+# %% ../nbs/07_pipeline.ipynb #7e62eb73
+def write_report(dest:Path, # the demo's folder: the report goes to dest/report
+                 log:dict,  # `run_demo`'s record: source, fix, split, train, results, table, params, seconds
+                )->Path:    # report.md
+    "Write the demo's report.md and its figures, linking every stage's figures"
+    fix, hist, out = log['fix'], pd.DataFrame(log['train']['history']), dest/'report'
+    for name, fig in (('test_overlays', prediction_overlay_figure(log['source'], dest/'predictions')), ('slices', training_slices_figure(dest/'SEGTHOR'))):
+        with atomic_path(out/f'{name}.png') as tmp: fig.savefig(tmp, dpi=60, format='png')
+        plt.close(fig)
+    err = fix.get('error_vs_phantom') or dict(phi_deg=np.nan, translation_vox=[np.nan]*3)
+    per_patient = log['results'].query("metric == 'dice'").pivot(index='patient', columns='class', values='value').rename(columns=lambda c: CLASSES[c])
+    p = log['params']
+    md = ["# segthor_nb demo: the main job on the phantom",
+          f"**Mean 3D Dice over the {per_patient.shape[0]} held-out patients and 4 organs: {log['dice']:.3f}** "
+          f"(native grid, spacing from the NIfTI headers; best epoch {log['train']['best']['epoch']} of {len(hist)}).",
+          f"Data: {p['n_patients']} phantom patients, {p['shape']}² × {p['n_slices']} voxels, seed {p['seed']}; slices {p['slice_size']}², "
+          "window 40/400 HU. Split: " + '; '.join(f"{k} {', '.join(v)}" for k, v in log['split'].items()),
+          f"Heart fix (pair registration): φ = {fix['phi_deg']:.3f}°; error against the phantom's true matrix: φ {err['phi_deg']:.3f}°, "
+          f"translation {np.round(err['translation_vox'], 3).tolist()} voxels.",
+          "Training: " + ', '.join(f"{k}={v}" for k, v in log['train_cfg'].items()),
+          "## Per organ (mean ± sd over the test patients)", md_table(log['table']), "## Dice per test patient", md_table(per_patient),
+          "## Figures", "![curves](../train/curves.png)", "![test patients](test_overlays.png)",
+          "![Dice per organ](../eval/organ_dice.png)", "![HD95 per organ](../eval/violins_hd95.png)", "![training slices](slices.png)",
+          "Times (s): " + ', '.join(f"{k} {v:.0f}" for k, v in log['seconds'].items())]
+    with atomic_path(out/'report.md') as tmp: tmp.write_text('\n\n'.join(md) + '\n')
+    return out/'report.md'
+
+# %% ../nbs/07_pipeline.ipynb #e7a1000b
+def demo_summary(log:dict)->str: # `run_demo`'s record
+    "The per-organ table and the headline line `segthor-demo` prints"
+    table = log['table'][['dice', 'hd95', 'assd', 'misses']].to_string()
+    return table + f"\nmean 3D Dice {log['dice']:.3f} on {len(log['split']['test'])} held-out patients; report: {log['report']} ({log['seconds']['total']:.0f} s)"

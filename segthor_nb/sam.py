@@ -1,4 +1,4 @@
-"""SAMed (LoRA on SAM ViT-B), samed_fast and SAM2-UNet, built from the `segment_anything` and `sam2` packages' own modules, and the model registry `get_model`.
+"""SAMed (LoRA on SAM ViT-B), samed_fast and SAM2-UNet, built from the `segment_anything` and `sam2` packages' own modules.
 
 Docs: https://segthor-nb.github.io/segthor_nb/sam.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://segthor-nb.github.io/segthor_nb/sam.html.md"""
 
 # %% ../nbs/02a_sam.ipynb #105c17bb
 from __future__ import annotations
-import inspect, math, warnings
+import math, warnings
 from functools import partial
 from pathlib import Path
 import pandas as pd
@@ -16,16 +16,14 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, PromptEncoder, MaskDecoder, TwoWayTransformer, Sam
 from segment_anything.modeling.transformer import Attention as DecoderAttention
 from sam2.modeling.backbones.hieradet import Hiera
-from . import models
-from .models import CheckpointError, check_state_dict, read_state_dict, checkpoint_metadata
-from .models import save_weights, load_weights, trainable_keys, ModelInputError, check_input, n_params
+from .models import CheckpointError, ModelError, ModelInputError, check_state_dict, read_state_dict
+from .models import checkpoint_metadata, save_weights, load_weights, check_input, unwrap
 
 # %% auto #0
-__all__ = ['SAM_CONFIGS', 'HIERA_CONFIGS', 'MODEL_BUILDERS', 'MODEL_ALIASES', 'check_min_size', 'LoRA', 'lora_qv', 'build_sam',
-           'sam_input', 'SAMed', 'trace_submodules', 'resize_pos_embed', 'resize_rel_pos', 'adapt_sam_state_dict',
-           'load_sam_checkpoint', 'build_samed', 'build_samed_fast', 'trainable_summary', 'lora_keys', 'save_lora',
-           'load_lora', 'Adapter', 'conv_bn', 'RFB', 'Up', 'SAM2UNet', 'load_hiera_checkpoint', 'build_sam2unet',
-           'get_model']
+__all__ = ['SAM_CONFIGS', 'HIERA_CONFIGS', 'check_min_size', 'LoRA', 'lora_qv', 'build_sam', 'sam_input', 'add_lora',
+           'decode_prompt_free', 'SAMed', 'resize_pos_embed', 'resize_rel_pos', 'adapt_sam_state_dict',
+           'load_sam_checkpoint', 'build_samed', 'build_samed_fast', 'lora_keys', 'save_lora', 'load_lora', 'Adapter',
+           'conv_bn', 'RFB', 'Up', 'SAM2UNet', 'load_hiera_checkpoint', 'build_sam2unet']
 
 # %% ../nbs/02a_sam.ipynb #1016dd57
 def check_min_size(x:Tensor, min_size:int, name:str):
@@ -35,13 +33,13 @@ def check_min_size(x:Tensor, min_size:int, name:str):
 
 # %% ../nbs/02a_sam.ipynb #50dc9c64
 class LoRA(nn.Module):
-    "A frozen `nn.Linear` plus trainable low-rank updates `B A x` on named slices of its output"
+    "A frozen `nn.Linear` plus trainable low-rank updates `B A x` on output slices"
     def __init__(self, base:nn.Linear,    # layer to adapt; its parameters are frozen
                  r:int=6,                 # rank of each update
                  parts:dict|None=None,    # name -> (start, stop) output slice; None: the whole output
                 ):
         super().__init__()
-        if r < 1: raise ValueError(f"LoRA rank must be >= 1, got {r}")
+        if r < 1: raise ModelError(f"LoRA rank must be >= 1, got {r}")
         self.base, self.r = base.requires_grad_(False), r
         self.parts = parts or {'all': (0, base.out_features)}
         self.lora_a = nn.ModuleDict({k: nn.Linear(base.in_features, r, bias=False) for k in self.parts})
@@ -54,6 +52,7 @@ class LoRA(nn.Module):
         for k, (s, e) in self.parts.items(): out = out + F.pad(self.lora_b[k](self.lora_a[k](x)), (s, n-e))
         return out
 
+# %% ../nbs/02a_sam.ipynb #cac17d76
 def lora_qv(qkv:nn.Linear, r:int=6)->LoRA:
     "LoRA on the q and v thirds of a fused `qkv` layer (k untouched)"
     c = qkv.out_features // 3
@@ -67,9 +66,9 @@ SAM_CONFIGS = dict(
               prompt_dim=32, decoder_mlp=64, decoder_heads=2, mask_in_chans=4, iou_hidden=32))
 
 def _config(configs:dict, size:str|dict, what:str)->dict:
-    "`size` looked up in `configs` (a dict passes through), with a clear error for an unknown name"
+    "`size` looked up in `configs` (a dict passes through), clear error if unknown"
     if isinstance(size, dict): return size
-    if size not in configs: raise ValueError(f"unknown {what} size {size!r}; known: {', '.join(configs)}")
+    if size not in configs: raise ModelError(f"unknown {what} size {size!r}; known: {', '.join(configs)}")
     return configs[size]
 
 # %% ../nbs/02a_sam.ipynb #58397d97
@@ -79,7 +78,7 @@ def build_sam(size:str|dict='vit_b',    # a `SAM_CONFIGS` name, or such a dict
              )->Sam:
     "A randomly initialised `segment_anything` SAM of a named size"
     c = _config(SAM_CONFIGS, size, 'SAM'); canvas = canvas or c['canvas']
-    if canvas % 16: raise ValueError(f"SAM canvas must be a multiple of the patch size 16, got {canvas}")
+    if canvas % 16: raise ModelError(f"SAM canvas must be a multiple of the patch size 16, got {canvas}")
     d, grid = c['prompt_dim'], canvas // 16
     encoder = ImageEncoderViT(img_size=canvas, patch_size=16, embed_dim=c['embed_dim'], depth=c['depth'],
                               num_heads=c['num_heads'], mlp_ratio=4, out_chans=d, qkv_bias=True,
@@ -109,9 +108,33 @@ def sam_input(x:Tensor,                  # (B, 1 or 3, H, W) slices
     if max(x.shape[-2:]) > canvas: raise ModelInputError(f"input_mode='pad': input {tuple(x.shape[-2:])} exceeds the {canvas}² canvas")
     return F.pad(x, (0, canvas - x.shape[-1], 0, canvas - x.shape[-2]))
 
+# %% ../nbs/02a_sam.ipynb #3451eb8e
+def add_lora(sam:Sam,                # SAM to adapt in place
+             r:int=6,                # LoRA rank; 0: none (the encoder is frozen all the same)
+             decoder_lora:bool=False, # also freeze the decoder transformer and adapt its q/v (samed_fast)
+            )->Sam:
+    "Freeze SAM's image encoder and put LoRA on every block's `qkv`"
+    sam.image_encoder.requires_grad_(False)
+    if r == 0: return sam
+    for blk in sam.image_encoder.blocks: blk.attn.qkv = lora_qv(blk.attn.qkv, r)
+    if decoder_lora:
+        sam.mask_decoder.transformer.requires_grad_(False)
+        for att in [m for m in sam.mask_decoder.transformer.modules() if isinstance(m, DecoderAttention)]:
+            att.q_proj, att.v_proj = LoRA(att.q_proj, r), LoRA(att.v_proj, r)
+    return sam
+
+# %% ../nbs/02a_sam.ipynb #95ba88c2
+def decode_prompt_free(sam:Sam,    # SAM with K multimask outputs
+                       emb:Tensor, # image embeddings (B, C, h, w)
+                      )->Tensor:   # (B, K, 4h, 4w) logits
+    "Multimask logits of SAM's mask decoder without prompts (the no-mask embedding)"
+    sparse, dense = sam.prompt_encoder(points=None, boxes=None, masks=None)
+    return sam.mask_decoder(image_embeddings=emb, image_pe=sam.prompt_encoder.get_dense_pe(),
+                            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True)[0]
+
 # %% ../nbs/02a_sam.ipynb #cce3e6b9
 class SAMed(nn.Module):
-    "Prompt-free SAM with LoRA: (B, C, H, W) slices -> (B, K, H, W) class logits from mask tokens 1..K"
+    "Prompt-free SAM with LoRA: slices -> (B, K, H, W) logits from mask tokens 1..K"
     def __init__(self, sam:Sam,              # SAM whose mask decoder has K = num_multimask_outputs
                  r:int=6,                    # LoRA rank; 0: no LoRA (frozen encoder)
                  input_mode:str='resize',    # 'resize' to the canvas, or 'pad' into a corner (the study)
@@ -120,53 +143,24 @@ class SAMed(nn.Module):
                  decoder_lora:bool=False,    # samed_fast: freeze the decoder transformer, LoRA on its q/v
                 ):
         super().__init__()
-        if input_mode not in ('resize', 'pad'): raise ValueError(f"input_mode must be 'resize' or 'pad', got {input_mode!r}")
-        if in_channels not in (1, 3): raise ValueError(f"SAMed takes 1 or 3 input channels, got {in_channels}")
-        self.sam, self.r, self.input_mode, self.value_range, self.in_channels = sam, r, input_mode, value_range, in_channels
+        if input_mode not in ('resize', 'pad'): raise ModelError(f"input_mode must be 'resize' or 'pad', got {input_mode!r}")
+        if in_channels not in (1, 3): raise ModelError(f"SAMed takes 1 or 3 input channels, got {in_channels}")
+        self.sam, self.r, self.input_mode, self.value_range, self.in_channels = add_lora(sam, r, decoder_lora), r, input_mode, value_range, in_channels
         self.num_classes, self.canvas, self.decoder_lora = sam.mask_decoder.num_multimask_outputs, sam.image_encoder.img_size, decoder_lora
-        sam.image_encoder.requires_grad_(False)
-        if r == 0: return
-        for blk in sam.image_encoder.blocks: blk.attn.qkv = lora_qv(blk.attn.qkv, r)
-        if decoder_lora:
-            sam.mask_decoder.transformer.requires_grad_(False)
-            for att in [m for m in sam.mask_decoder.transformer.modules() if isinstance(m, DecoderAttention)]:
-                att.q_proj, att.v_proj = LoRA(att.q_proj, r), LoRA(att.v_proj, r)
 
     def low_res_logits(self, x:Tensor)->Tensor:
         "Mask-decoder logits (B, K, canvas/4, canvas/4) for slices `x`"
         check_input(x, self.in_channels, 1, 'SAMed'); check_min_size(x, 16, 'SAMed')
         s = self.sam
-        emb = s.image_encoder(sam_input(x, self.canvas, self.input_mode, self.value_range, s.pixel_mean, s.pixel_std))
-        sparse, dense = s.prompt_encoder(points=None, boxes=None, masks=None)
-        return s.mask_decoder(image_embeddings=emb, image_pe=s.prompt_encoder.get_dense_pe(),
-                              sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True)[0]
+        return decode_prompt_free(s, s.image_encoder(sam_input(x, self.canvas, self.input_mode, self.value_range, s.pixel_mean, s.pixel_std)))
 
     def forward(self, x:Tensor, aux:bool=False):
-        "Class logits at the input size; `aux=True` gives `(logits, [])` (SAMed has no side outputs)"
+        "Class logits at the input size; `aux=True` gives `(logits, [])`"
         low, (h, w) = self.low_res_logits(x), x.shape[-2:]
         if self.input_mode == 'pad':
             logits = F.interpolate(low, size=(self.canvas, self.canvas), mode='bilinear', align_corners=False)[..., :h, :w]
         else: logits = F.interpolate(low, size=(h, w), mode='bilinear', align_corners=False)
         return (logits, []) if aux else logits
-
-# %% ../nbs/02a_sam.ipynb #69bc0969
-def trace_submodules(model:nn.Module, # model to run
-                x:Tensor,        # an input batch
-                stages:dict,     # label -> dotted submodule name ('' for the model itself)
-                **kwargs,        # passed to `model(x, ...)`, e.g. aux=True
-               )->pd.DataFrame:  # stage, module, output shape
-    "Output shape of chosen submodules during one forward pass, as a table"
-    shapes = {}
-    def shape_of(o): return tuple(o.shape) if isinstance(o, Tensor) else [shape_of(t) for t in o] if isinstance(o, (list, tuple)) else type(o).__name__
-    def hook(label):
-        def record(mod, inp, out): shapes.setdefault(label, shape_of(out))   # returns None: output untouched
-        return record
-    hooks = [model.get_submodule(name).register_forward_hook(hook(label)) for label, name in stages.items()]
-    try:
-        with torch.no_grad(): model(x, **kwargs)
-    finally:
-        for h in hooks: h.remove()
-    return pd.DataFrame([dict(stage=l, module=n or type(model).__name__, shape=shapes.get(l)) for l, n in stages.items()])
 
 # %% ../nbs/02a_sam.ipynb #97e17bec
 def resize_pos_embed(pos:Tensor, # SAM's absolute position embedding (1, h, w, C)
@@ -178,12 +172,12 @@ def resize_pos_embed(pos:Tensor, # SAM's absolute position embedding (1, h, w, C
 def resize_rel_pos(rel:Tensor,   # a relative-position table (2·grid − 1, head_dim)
                    length:int,   # new length
                   )->Tensor:     # (length, head_dim)
-    "Resize a relative-position table linearly along its length, as SAM's `get_rel_pos` does"
+    "Resize a relative-position table linearly, as SAM's `get_rel_pos` does"
     return F.interpolate(rel.T[None], size=length, mode='linear', align_corners=False)[0].T.contiguous()
 
 # %% ../nbs/02a_sam.ipynb #23b19fad
 def _fit_mask_tokens(sd:dict, own:dict, decoder:MaskDecoder)->tuple:
-    "Load the checkpoint's mask tokens that exist in `own`, keep the rest freshly initialised"
+    "Take the checkpoint's mask tokens that exist in `own`, keep the rest fresh"
     tok, hyper = 'mask_decoder.mask_tokens.weight', 'mask_decoder.output_hypernetworks_mlps.'
     if tok not in sd or sd[tok].shape[1:] != own[tok].shape[1:]: return sd, []
     n_ck, n = sd[tok].shape[0], own[tok].shape[0]
@@ -199,8 +193,9 @@ def _fit_mask_tokens(sd:dict, own:dict, decoder:MaskDecoder)->tuple:
         if k.startswith(hyper) and int(k[len(hyper):].split('.')[0]) >= n: del out[k]; notes.append((k, 'dropped'))
     return out, notes
 
+# %% ../nbs/02a_sam.ipynb #7f2f5659
 def adapt_sam_state_dict(sd:dict, sam:Sam)->tuple:
-    "Fit a SAM checkpoint to `sam` (canvas, class count); return (state dict, [(key, what was done)])"
+    "Fit a SAM checkpoint to `sam` (canvas, classes): (state dict, [(key, what)])"
     own, out, notes = sam.state_dict(), dict(sd), []
     for k, v in own.items():
         if k not in sd or sd[k].shape == v.shape: continue
@@ -215,7 +210,7 @@ def adapt_sam_state_dict(sd:dict, sam:Sam)->tuple:
 def load_sam_checkpoint(sam:Sam,          # SAM built for the target canvas and class count
                         path:Path|str,    # e.g. sam_vit_b_01ec64.pth (torch.load weights_only=True) or safetensors
                        )->pd.DataFrame:   # key, what was adapted (everything else loaded as is)
-    "Load a SAM checkpoint strictly into `sam`, adapting only position tables and the mask-token set"
+    "Load a SAM checkpoint strictly, adapting only position tables and mask tokens"
     sd, notes = adapt_sam_state_dict(read_state_dict(path), sam)
     check_state_dict(sam, sd, name=str(path))
     sam.load_state_dict(sd)
@@ -241,38 +236,33 @@ def build_samed(num_classes:int,              # K, background included
     model.adapted = adapted
     return model
 
+# %% ../nbs/02a_sam.ipynb #0f92ded5
 def build_samed_fast(num_classes:int, in_channels:int=1, size:str|dict='vit_b', checkpoint:Path|str|None=None,
                      r:int=6, input_mode:str='resize', value_range:tuple=(0., 1.),
                      canvas:int|None=None,  # None: half the configuration's (512 for ViT-B)
                     )->SAMed:
-    "samed_fast: SAMed at half the canvas (512 for ViT-B), LoRA also on the decoder's q/v (options as `build_samed`)"
+    "samed_fast: SAMed at half the canvas, LoRA also on the decoder's q/v"
     canvas = canvas or _config(SAM_CONFIGS, size, 'SAM')['canvas'] // 2
     return build_samed(num_classes, in_channels, size, checkpoint, r, input_mode, value_range, canvas, decoder_lora=True)
 
-# %% ../nbs/02a_sam.ipynb #09c92d97
-def trainable_summary(model:nn.Module)->dict:
-    "Parameter counts: all, trainable (requires_grad) and frozen"
-    n, t = n_params(model), n_params(model, trainable=True)
-    return dict(params=n, trainable=t, frozen=n - t)
-
 # %% ../nbs/02a_sam.ipynb #5be27902
 def lora_keys(model:SAMed)->list:
-    "State-dict keys a SAMed trains: LoRA, prompt encoder, mask decoder (less its transformer in samed_fast)"
-    model = models._unwrap(model)   # torch.compile / DDP wrappers
+    "Keys a SAMed trains: LoRA, prompt encoder, decoder (samed_fast: no transformer)"
+    model = unwrap(model)   # torch.compile / DDP wrappers
     frozen = ('sam.image_encoder.',) + (('sam.mask_decoder.transformer.',) if model.decoder_lora else ())
     return [n for n, _ in model.named_parameters() if '.lora_' in n or not n.startswith(frozen)]
 
 # %% ../nbs/02a_sam.ipynb #783cf986
 def _lora_header(model:SAMed)->dict:
-    model = models._unwrap(model)
+    model = unwrap(model)
     return dict(arch='samed_fast' if model.decoder_lora else 'samed', rank=model.r, num_classes=model.num_classes, canvas=model.canvas)
 
 def save_lora(model:SAMed, path:Path|str)->Path:
-    "Write only the trained parts of a SAMed as safetensors (atomic), with rank/classes/canvas in the header"
+    "Write only the trained parts of a SAMed, with rank/classes/canvas in the header"
     return save_weights(model, path, keys=lora_keys(model), metadata=_lora_header(model))
 
 def load_lora(model:SAMed, path:Path|str)->SAMed:
-    "Load a `save_lora` file into `model` strictly; a rank, class-count or variant mismatch is one clear error"
+    "Load a `save_lora` file strictly; a rank/class/variant mismatch is one error"
     meta, own = checkpoint_metadata(path), _lora_header(model)
     bad = [f"{k} {meta[k]} (model: {v})" for k, v in own.items() if k in meta and meta[k] != v]
     if bad: raise CheckpointError(f"{path}: LoRA file has {', '.join(bad)}")
@@ -290,7 +280,7 @@ HIERA_CONFIGS = {  # the trunk arguments of sam2's configs/sam2/sam2_hiera_*.yam
 
 # %% ../nbs/02a_sam.ipynb #e37e1944
 class Adapter(nn.Module):
-    "A (frozen) Hiera block preceded by a trainable bottleneck adapter: block(x + GELU(W2 GELU(W1 x)))"
+    "A frozen Hiera block after a trainable adapter: block(x + GELU(W2 GELU(W1 x)))"
     def __init__(self, block:nn.Module, hidden:int=32):
         super().__init__()
         self.adapter = nn.Sequential(nn.Linear(block.dim, hidden), nn.GELU(), nn.Linear(hidden, block.dim), nn.GELU())
@@ -303,7 +293,7 @@ def conv_bn(cin:int, cout:int, k, padding=0, dilation=1)->nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, padding=padding, dilation=dilation, bias=False), nn.BatchNorm2d(cout))
 
 class RFB(nn.Module):
-    "Receptive-field block: a 1x1 branch and three 1xk/kx1/3x3-dilated-k branches (k = 3, 5, 7), fused, plus a 1x1 residual"
+    "Receptive-field block: 1x1 and k = 3, 5, 7 branches fused, plus a 1x1 residual"
     def __init__(self, cin:int, cout:int=64):
         super().__init__()
         branch = lambda k: nn.Sequential(conv_bn(cin, cout, 1), conv_bn(cout, cout, (1, k), padding=(0, k//2)),
@@ -315,7 +305,7 @@ class RFB(nn.Module):
 
 # %% ../nbs/02a_sam.ipynb #07357491
 class Up(nn.Module):
-    "U-Net decoder step: upsample to the skip's size (bilinear), concatenate, two 3x3 conv-BN-ReLU"
+    "U-Net decoder step: upsample to the skip, concatenate, two 3x3 conv-BN-ReLU"
     def __init__(self, cin:int=128, cout:int=64):
         super().__init__()
         self.conv = nn.Sequential(nn.Conv2d(cin, cin//2, 3, padding=1, bias=False), nn.BatchNorm2d(cin//2), nn.ReLU(inplace=True),
@@ -326,10 +316,10 @@ class Up(nn.Module):
 
 # %% ../nbs/02a_sam.ipynb #f6785549
 class SAM2UNet(nn.Module):
-    "SAM2-UNet: frozen Hiera trunk + adapters, RFBs to 64 ch, U-Net decoder with two side outputs, K classes"
+    "SAM2-UNet: frozen Hiera + adapters, RFBs, U-Net decoder with two side outputs"
     def __init__(self, trunk:Hiera, num_classes:int, in_channels:int=1, value_range:tuple=(0., 1.)):
         super().__init__()
-        if in_channels not in (1, 3): raise ValueError(f"SAM2UNet takes 1 or 3 input channels, got {in_channels}")
+        if in_channels not in (1, 3): raise ModelError(f"SAM2UNet takes 1 or 3 input channels, got {in_channels}")
         self.trunk, self.num_classes, self.in_channels, self.value_range = trunk.requires_grad_(False), num_classes, in_channels, value_range
         for i, blk in enumerate(trunk.blocks): trunk.blocks[i] = Adapter(blk)
         self.rfb = nn.ModuleList([RFB(trunk.blocks[i].block.dim_out) for i in trunk.stage_ends])
@@ -339,7 +329,7 @@ class SAM2UNet(nn.Module):
         self.register_buffer('std', torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x:Tensor, aux:bool=False):
-        "Class logits at the input size; `aux=True` gives `(logits, [side1, side2])`, also at the input size"
+        "Class logits at the input size; `aux=True` gives `(logits, [side1, side2])`"
         check_input(x, self.in_channels, 1, 'SAM2UNet'); check_min_size(x, 32, 'SAM2UNet')
         (h, w), (lo, hi) = x.shape[-2:], self.value_range
         x = ((x - lo) / (hi - lo)).expand(-1, 3, -1, -1)
@@ -352,7 +342,7 @@ class SAM2UNet(nn.Module):
 
 # %% ../nbs/02a_sam.ipynb #4e4c3a3e
 def load_hiera_checkpoint(trunk:Hiera, path:Path|str)->Hiera:
-    "Load the Hiera trunk of a SAM 2 checkpoint (e.g. sam2_hiera_large.pt: `model` -> `image_encoder.trunk.*`) strictly"
+    "Load the Hiera trunk of a SAM 2 checkpoint (`image_encoder.trunk.*`) strictly"
     sd, pre = read_state_dict(path), 'image_encoder.trunk.'
     if any(k.startswith(pre) for k in sd): sd = {k[len(pre):]: v for k, v in sd.items() if k.startswith(pre)}
     check_state_dict(trunk, sd, name=f"{path} (Hiera trunk)")
@@ -371,30 +361,3 @@ def build_sam2unet(num_classes:int,               # K, background included
     if checkpoint is not None: load_hiera_checkpoint(trunk, checkpoint)
     elif size != 'tiny': warnings.warn(f"SAM2UNet {size}: no checkpoint given, the Hiera trunk is random")
     return SAM2UNet(trunk, num_classes, in_channels, value_range)
-
-# %% ../nbs/02a_sam.ipynb #bae8fbc5
-def _enet(num_classes, in_channels=1, size=None, kernels=16, factor=4):
-    "ENet (`size` ignored: it is already small)"
-    return models.ENet(in_channels, num_classes, kernels=kernels, factor=factor)
-
-def _shallow(num_classes, in_channels=1, size=None, width=16):
-    "ShallowNet (`size` ignored)"
-    return models.ShallowNet(in_channels, num_classes, width=width)
-
-MODEL_BUILDERS = {'enet': _enet, 'shallow': _shallow, 'samed': build_samed, 'samed_fast': build_samed_fast, 'sam2unet': build_sam2unet}
-MODEL_ALIASES = {'shallownet': 'shallow', 'samedfast': 'samed_fast', 'sam2_unet': 'sam2unet'}
-
-def get_model(name:str,          # ENet, shallow, samed, samed_fast or SAM2UNet (any case, '-' = '_')
-              num_classes:int,   # K, background included
-              in_channels:int=1, # input channels
-              crf:bool=False,    # wrap in `segthor_nb.models.CRF`
-              **cfg,             # builder options: size ('tiny' for tests), checkpoint, r, input_mode, ...
-             )->nn.Module:       # (B, in_channels, H, W) -> (B, K, H, W) logits
-    "Build a model by name: the registry used by training, evaluation and interpretability"
-    key = name.lower().replace('-', '_'); key = MODEL_ALIASES.get(key, key)
-    if key not in MODEL_BUILDERS: raise ValueError(f"unknown model {name!r}; known: ENet, shallow, samed, samed_fast, SAM2UNet")
-    takes = [n for n in inspect.signature(MODEL_BUILDERS[key]).parameters if n not in ('num_classes', 'in_channels')]
-    if unknown := [k for k in cfg if k not in takes]:
-        raise TypeError(f"{name}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(takes)}")
-    model = MODEL_BUILDERS[key](num_classes=num_classes, in_channels=in_channels, **cfg)
-    return models.CRF(model, num_classes) if crf else model

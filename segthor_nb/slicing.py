@@ -6,33 +6,45 @@ Docs: https://segthor-nb.github.io/segthor_nb/slicing.html.md"""
 
 # %% ../nbs/01_slicing.ipynb #e4056834
 from __future__ import annotations
-import os, re, sys, json, zlib, time, base64, random, hashlib, functools
+import os, re, json, zlib, time, base64, random, hashlib, functools
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from functools import wraps
 from pathlib import Path
-from typing import Annotated
 import numpy as np, nibabel as nib, cv2, torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, DataLoader
 from PIL import Image, ImageDraw
 from tqdm import tqdm
-from fastcore.script import parse_cli
-from .data_fix import CLASSES, Geometry, VolumeError, load_volume, save_volume, atomic_path, _as_ct, _as_labels, study_flags, study_call_parse
+from fastcore.basics import patch
+from .core import SegthorError, atomic_path, patient_dirs, write_json, read_json
+from .data_fix import Geometry, VolumeError, as_ct_array, as_label_array, load_volume, save_volume
 
 # %% auto #0
-__all__ = ['PNG_IMAGE', 'PNG_LABELS', 'INFLATERS', 'SlicingError', 'IntensityMap', 'resize_slice', 'resize_labels', 'write_png',
-           'read_png', 'split_patients', 'patient_ids', 'read_volume', 'slice_patient', 'slice_tree', 'segthor_slice',
-           'toy2_sample', 'write_toy2', 'segthor_toy2', 'slice_arrays', 'equalize', 'SliceDataset', 'make_loader',
-           'stitch_volume', 'read_geometry', 'record_geometry', 'stitch_geometry', 'png_labels', 'stitch_folder',
-           'segthor_stitch']
+__all__ = ['PNG_IMAGE', 'PNG_LABELS', 'INFLATERS', 'SlicingError', 'hu_to_uint8', 'IntensityMap', 'resize_slice', 'resize_labels',
+           'write_png', 'read_png', 'split_patients', 'read_volume', 'read_scan', 'slice_record', 'slice_patient',
+           'tree_splits', 'slice_tree', 'slice_summary', 'toy2_sample', 'write_toy2', 'slice_arrays', 'equalize',
+           'SliceDataset', 'SliceTensors', 'make_loader', 'stitch_volume', 'read_geometry', 'record_geometry',
+           'stitch_geometry', 'png_labels', 'stitch_folder']
 
 # %% ../nbs/01_slicing.ipynb #d5c18040
-class SlicingError(ValueError):
-    "A slicing, dataset or stitching problem a user can fix, with the file or folder and the problem in the message"
+class SlicingError(SegthorError):
+    "A slicing, dataset or stitching problem a user can fix, naming the file"
+
+# %% ../nbs/01_slicing.ipynb #59577064
+def hu_to_uint8(x:np.ndarray, # HU values, any shape
+                info:dict,    # {'norm': 'minmax', 'hu_min', 'hu_max'} or {'norm': 'window', 'level', 'width'}
+               )->np.ndarray: # uint8, same shape
+    "The study's float32 min-max (truncating) or an HU window (rounding)"
+    x = x.astype(np.float32)
+    if info['norm'] == 'window':
+        lo = info['level'] - info['width']/2
+        return np.rint(np.clip((x - np.float32(lo))/np.float32(info['width']), 0, 1)*255).astype(np.uint8)
+    lo, hi = info['hu_min'], info['hu_max']
+    if hi == lo: return np.zeros(x.shape, np.uint8)
+    return (255*((x - np.float32(lo))/np.float32(hi - lo))).astype(np.uint8)
 
 # %% ../nbs/01_slicing.ipynb #7c42fd42
 class IntensityMap:
-    "HU → uint8 for one volume: the study's per-volume min-max (truncating, as its `astype`) or an HU window (rounding)"
+    "HU → uint8 for one volume, through a lookup table over its integer values"
     def __init__(self, ct:np.ndarray,  # the whole CT volume (min-max needs its range)
                  norm:str='minmax',    # 'minmax' (the study) or 'window'
                  level:float=40.,      # window centre, HU
@@ -42,20 +54,11 @@ class IntensityMap:
         self.info = dict(norm='minmax', hu_min=self.lo, hu_max=self.hi) if norm == 'minmax' else dict(norm='window', level=level, width=width)
         self.lut = None
         if np.issubdtype(ct.dtype, np.integer) and self.hi - self.lo < 65536:
-            self.lut = self.formula(np.arange(self.lo, self.hi + 1, dtype=np.float32))
-
-    def formula(self, x):
-        "The mapping itself, on float32 values"
-        x = x.astype(np.float32)
-        if self.info['norm'] == 'window':
-            lo = self.info['level'] - self.info['width']/2
-            return np.rint(np.clip((x - np.float32(lo))/np.float32(self.info['width']), 0, 1)*255).astype(np.uint8)
-        if self.hi == self.lo: return np.zeros(x.shape, np.uint8)
-        return (255*((x - np.float32(self.lo))/np.float32(self.hi - self.lo))).astype(np.uint8)
+            self.lut = hu_to_uint8(np.arange(self.lo, self.hi + 1, dtype=np.float32), self.info)
 
     def __call__(self, x:np.ndarray)->np.ndarray:
         "Map voxels of this volume (any part of it) to uint8"
-        if self.lut is None: return self.formula(x)
+        if self.lut is None: return hu_to_uint8(x, self.info)
         lo = int(self.lo)
         idx = x.view(np.uint16) - np.uint16(lo & 0xFFFF) if x.dtype == np.int16 else x.astype(np.int64) - lo
         return self.lut[idx]
@@ -63,31 +66,32 @@ class IntensityMap:
 # %% ../nbs/01_slicing.ipynb #0aed8b2d
 @functools.lru_cache(maxsize=64)
 def _inside_weight(n_in:int, n_out:int)->np.ndarray:
-    "Per output pixel, the part of its linear-interpolation weight on pixels inside the image (1 except at upsampled edges)"
+    "Per output pixel, its linear weight inside the image (< 1 at upsampled edges)"
     c = (np.arange(n_out) + .5)*(n_in/n_out) - .5
     i0 = np.floor(c); w1 = c - i0
     return np.where((i0 >= 0) & (i0 < n_in), 1 - w1, 0) + np.where((i0 + 1 >= 0) & (i0 + 1 < n_in), w1, 0)
 
 @functools.lru_cache(maxsize=64)
 def _nearest_index(n_in:int, n_out:int)->np.ndarray:
-    "Per output pixel, the input pixel nearest to its centre (ndimage's order-0 rounding)"
+    "Per output pixel, the input pixel nearest its centre (ndimage's order 0)"
     return np.clip(np.floor((np.arange(n_out) + .5)*(n_in/n_out)).astype(np.int64), 0, n_in - 1)
 
 # %% ../nbs/01_slicing.ipynb #ab5cae8a
 def resize_slice(img:np.ndarray, # one slice [x, y], uint8 (any order in memory)
                  shape:tuple,    # output (x, y) size
                 )->np.ndarray:   # uint8, C-contiguous
-    "Bilinear resize, identical to the study's `skimage.transform.resize(order=1, mode='constant', anti_aliasing=False, preserve_range=True).astype(np.uint8)`"
+    "Bilinear resize, identical to the study's skimage resize (order 1)"
     t = np.ascontiguousarray(img.T, dtype=np.float64)           # a [:, :, z] slice of a NIfTI array is contiguous transposed
     out = cv2.resize(t, (int(shape[0]), int(shape[1])), interpolation=cv2.INTER_LINEAR).T
     wx, wy = _inside_weight(img.shape[0], int(shape[0])), _inside_weight(img.shape[1], int(shape[1]))
     if (wx < 1).any() or (wy < 1).any(): out = out*np.outer(wx, wy)   # skimage blends with 0 beyond the edge
     return np.ascontiguousarray(out.astype(np.uint8))
 
+# %% ../nbs/01_slicing.ipynb #54f84fc1
 def resize_labels(labels:np.ndarray, # [x, y] or [x, y, z] label map
                   shape:tuple,       # output (x, y) size
                  )->np.ndarray:
-    "Nearest-neighbour resize of the first two axes, identical to skimage's `order=0` resize"
+    "Nearest-neighbour resize of the first two axes, as skimage's `order=0`"
     return labels[_nearest_index(labels.shape[0], int(shape[0]))][:, _nearest_index(labels.shape[1], int(shape[1]))]
 
 # %% ../nbs/01_slicing.ipynb #5e9a0dc4
@@ -99,11 +103,12 @@ def write_png(path:Path|str,     # destination .png
               img:np.ndarray,    # 2D uint8
               labels:bool=False, # a label map (run-length coding) rather than an image (Huffman coding)
              ):
-    "Write a 2D uint8 array as a grey PNG at zlib level 1 with the strategy that suits it, atomically"
+    "Write a 2D uint8 array as a grey PNG at zlib level 1, atomically"
     ok, buf = cv2.imencode('.png', np.ascontiguousarray(img), PNG_LABELS if labels else PNG_IMAGE)
     if not ok: raise SlicingError(f"{path}: PNG encoding failed for a {img.dtype} {img.shape} array")
     with atomic_path(path) as tmp: tmp.write_bytes(buf.data)
 
+# %% ../nbs/01_slicing.ipynb #1c0c3ea9
 def read_png(path:Path|str)->np.ndarray:
     "A grey 8-bit PNG as a 2D uint8 array"
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if Path(path).is_file() else None
@@ -113,32 +118,26 @@ def read_png(path:Path|str)->np.ndarray:
 
 # %% ../nbs/01_slicing.ipynb #a9398f37
 def split_patients(ids:list,             # patient ids (any order: they are sorted first, as the study did)
-                   retains:int=10,       # validation patients (the block size)
+                   retains:int=10,       # validation patients (the block size); 0: all train
                    seed:int=0,           # Python `random` seed of the shuffle
                    fold:int=0,           # which block of `retains` shuffled patients is validation
                    create_test:bool=False, # take the test patients from the start of the validation block
                    retains_test:int=4,   # how many, with `create_test`
                   )->dict:               # {'train': [...], 'val': [...], 'test': [...]}, each sorted
-    "The study's patient split: sorted ids, `random.seed(seed); random.shuffle(ids)`, validation = block `fold`"
+    "The study's split: sorted ids, `random.Random(seed).shuffle`, block `fold`"
     ids = sorted(ids)
-    if retains < 1 or (fold + 1)*retains > len(ids) or retains >= len(ids):
-        raise SlicingError(f"fold {fold} of {retains} validation patients needs ≥ {(fold + 1)*retains} patients and some left to train on, found {len(ids)}")
-    if create_test and not 0 < retains_test < retains: raise SlicingError(f"retains_test must be in 1..{retains - 1} (retains {retains}), not {retains_test}")
+    if retains < 0: raise SlicingError(f"retains must be ≥ 0 validation patients (0: all train), not {retains}")
+    if (fold + 1)*retains > len(ids) or retains >= len(ids):
+        raise SlicingError(f"fold {fold} of {retains} validation patients needs ≥ {max((fold + 1)*retains, retains + 1)} patients (some left to train on), found {len(ids)}")
+    if create_test and not 0 < retains_test < retains: raise SlicingError(f"create_test takes 1..retains−1 of the {retains} validation patients, not retains_test {retains_test}")
     random.Random(seed).shuffle(ids)
     val = ids[fold*retains:(fold + 1)*retains]
     test, val = (val[:retains_test], val[retains_test:]) if create_test else ([], val)
     return dict(train=sorted(set(ids) - set(val) - set(test)), val=sorted(val), test=sorted(test))
 
-# %% ../nbs/01_slicing.ipynb #aecb7cba
-def patient_ids(source_dir:Path|str)->list:
-    "Sorted patient folder names under `source_dir/train`"
-    train = Path(source_dir)/'train'
-    if not train.is_dir(): raise SlicingError(f"{source_dir}: no train/ folder (expected train/Patient_XX/Patient_XX.nii.gz)")
-    return sorted(d.name for d in train.iterdir() if d.is_dir() and not d.name.startswith('.'))
-
 # %% ../nbs/01_slicing.ipynb #1e0b2bba
 def _inflaters()->dict:
-    "The whole-buffer gzip inflaters importable here, fastest first: libdeflate (imagecodecs), ISA-L (isal), zlib"
+    "The gzip inflaters importable here, fastest first: libdeflate, ISA-L, zlib"
     size = lambda b: max(int.from_bytes(b[-4:], 'little'), 1)          # the gzip trailer's length, to allocate once
     out = {}
     try: from imagecodecs import gzip_decode; out['libdeflate'] = gzip_decode
@@ -150,29 +149,62 @@ def _inflaters()->dict:
 
 INFLATERS = _inflaters()
 
-# %% ../nbs/01_slicing.ipynb #a5e25b16
-def read_volume(path:Path|str, # a .nii or .nii.gz file
-                kind:str=None, # 'ct', 'gt' or None, as `load_volume`
-               )->tuple:       # (array [x, y, z], read-only for a .nii.gz; Geometry)
-    "`load_volume`, with a .nii.gz inflated in one call and its voxels used in place (same checks, same values)"
-    path = Path(path)
-    if not path.name.endswith('.nii.gz') or not path.is_file(): return load_volume(path, kind)
+# %% ../nbs/01_slicing.ipynb #80b641fd
+def _inflate_nifti(path:Path)->tuple|None:
+    "(raw bytes, NIfTI image) of a .nii.gz inflated in one call, or None"
     data = path.read_bytes()
     try: raw = next(iter(INFLATERS.values()))(data)
     except Exception as e: raise VolumeError(f"{path}: truncated or corrupt gzip stream ({e})") from None
     n2 = 540 in (int.from_bytes(raw[:4], 'little'), int.from_bytes(raw[:4], 'big'))
-    try: img = (nib.Nifti2Image if n2 else nib.Nifti1Image).from_bytes(raw)
-    except Exception: return load_volume(path, kind)             # let load_volume name the problem
+    try: return raw, (nib.Nifti2Image if n2 else nib.Nifti1Image).from_bytes(raw)
+    except Exception: return None                                 # let load_volume name the problem
+
+# %% ../nbs/01_slicing.ipynb #7648b056
+def _voxels_in_place(raw:bytes, img)->np.ndarray|None:
+    "The voxels of `img`, a view of `raw` when unscaled; None if `raw` is short"
     shape, proxy = img.shape[:3] if len(img.shape) == 4 and img.shape[3] == 1 else img.shape, img.dataobj
     n = int(np.prod(img.shape))
-    if len(shape) != 3 or len(raw) < proxy.offset + n*proxy.dtype.itemsize: return load_volume(path, kind)   # e.g. multi-stream gzip
+    if len(shape) != 3 or len(raw) < proxy.offset + n*proxy.dtype.itemsize: return None
     if proxy.slope == 1 and proxy.inter == 0: arr = np.frombuffer(raw, proxy.dtype, n, proxy.offset).reshape(shape, order='F')
     else: arr = np.asanyarray(proxy).reshape(shape)
-    if arr.dtype.byteorder not in ('=', '|'): arr = arr.astype(arr.dtype.newbyteorder('='))
-    geom = Geometry(img.affine.astype(np.float64), tuple(int(s) for s in shape), tuple(float(v) for v in img.header.get_zooms()[:3]), img.header.copy())
-    if kind == 'ct': arr = arr if arr.dtype == np.int16 else _as_ct(arr, path)
-    elif kind == 'gt': arr = arr if arr.dtype == np.uint8 and arr.max(initial=0) <= 4 else _as_labels(arr, path)
-    return arr, geom
+    return arr if arr.dtype.byteorder in ('=', '|') else arr.astype(arr.dtype.newbyteorder('='))
+
+# %% ../nbs/01_slicing.ipynb #a5e25b16
+def read_volume(path:Path|str, # a .nii or .nii.gz file
+                kind:str=None, # 'ct', 'gt' or None, as `load_volume`
+               )->tuple:       # (array [x, y, z], read-only for a .nii.gz; Geometry)
+    "`load_volume`, faster: a .nii.gz inflated in one call, its voxels used in place"
+    path = Path(path)
+    parsed = _inflate_nifti(path) if path.name.endswith('.nii.gz') and path.is_file() else None
+    arr = None if parsed is None else _voxels_in_place(*parsed)
+    if arr is None: return load_volume(path, kind)
+    if kind == 'ct' and arr.dtype != np.int16: arr = as_ct_array(arr, path)
+    elif kind == 'gt' and not (arr.dtype == np.uint8 and arr.max(initial=0) <= 4): arr = as_label_array(arr, path)
+    img = parsed[1]
+    return arr, Geometry(img.affine.astype(np.float64), arr.shape, tuple(float(v) for v in img.header.get_zooms()[:3]), img.header.copy())
+
+# %% ../nbs/01_slicing.ipynb #0a564726
+def read_scan(ct_path:Path|str,      # CT NIfTI
+              gt_path:Path|str|None, # label NIfTI, or None for an unlabelled CT
+             )->tuple:               # (CT int16, labels uint8 or None, Geometry)
+    "A CT and its labels, checked to share one grid"
+    ct, geom = read_volume(ct_path, 'ct')
+    if gt_path is None: return ct, None, geom
+    gt, gg = read_volume(gt_path, 'gt')
+    if gt.shape != ct.shape: raise SlicingError(f"{gt_path}: GT shape {gt.shape} != CT shape {ct.shape}")
+    if not np.allclose(gg.affine, geom.affine, atol=1e-3): raise SlicingError(f"{gt_path}: GT affine differs from the CT's ({ct_path})")
+    return ct, gt, geom
+
+# %% ../nbs/01_slicing.ipynb #143360d0
+def slice_record(geom:Geometry,   # the source volume's geometry
+                 ct_path:Path|str, gt_path:Path|str|None,
+                 shape:tuple,     # slice size
+                 info:dict,       # the normalisation (`IntensityMap.info`)
+                )->dict:          # JSON-ready
+    "What stitching needs: source, grid, header and slicing settings"
+    return dict(source=str(ct_path), gt=None if gt_path is None else Path(gt_path).name, shape=list(geom.shape),
+                spacing=list(geom.spacing), affine=geom.affine.tolist(), header=base64.b64encode(geom.header.binaryblock).decode(),
+                slice_shape=list(shape), n_slices=int(geom.shape[2]), **info)
 
 # %% ../nbs/01_slicing.ipynb #8a989345
 def slice_patient(pid:str,              # patient id, the PNG name prefix
@@ -184,40 +216,33 @@ def slice_patient(pid:str,              # patient id, the PNG name prefix
                   level:float=40.,      # window centre (HU)
                   width:float=400.,     # window width (HU)
                  )->dict:               # the patient's geometry record
-    "Write `dest/{img,gt}/{pid}_{z:04d}.png` for every axial slice (GT ×63) and return the patient's geometry record"
+    "Write `dest/{img,gt}/{pid}_{z:04d}.png` per slice (GT ×63); return the record"
     dest, shape = Path(dest), tuple(int(s) for s in shape)
-    ct, geom = read_volume(ct_path, 'ct')
-    gt = None
-    if gt_path is not None:
-        gt, gg = read_volume(gt_path, 'gt')
-        if gt.shape != ct.shape: raise SlicingError(f"{gt_path}: GT shape {gt.shape} != CT shape {ct.shape}")
-        if not np.allclose(gg.affine, geom.affine, atol=1e-3): raise SlicingError(f"{gt_path}: GT affine differs from the CT's ({ct_path})")
+    ct, gt, geom = read_scan(ct_path, gt_path)
     to_uint8, zero = IntensityMap(ct, norm, level, width), np.zeros(shape, np.uint8)
     for z in range(ct.shape[2]):
         write_png(dest/'img'/f'{pid}_{z:04d}.png', resize_slice(to_uint8(ct[:, :, z]), shape))
         write_png(dest/'gt'/f'{pid}_{z:04d}.png', zero if gt is None else resize_labels(gt[:, :, z], shape)*63, labels=True)
-    return dict(source=str(ct_path), gt=None if gt_path is None else Path(gt_path).name, shape=list(geom.shape),
-                spacing=list(geom.spacing), affine=geom.affine.tolist(), header=base64.b64encode(geom.header.binaryblock).decode(),
-                slice_shape=list(shape), n_slices=int(ct.shape[2]), **to_uint8.info)
+    return slice_record(geom, ct_path, gt_path, shape, to_uint8.info)
 
 # %% ../nbs/01_slicing.ipynb #54723125
 def _records(split_dir:Path)->dict:
     "The split's geometry records (patient id → record), or {}"
     f = split_dir/'geometry.json'
-    return json.loads(f.read_text()) if f.exists() else {}
+    return read_json(f) if f.exists() else {}
 
 def _save_records(split_dir:Path, records:dict):
     "Rewrite the split's geometry.json atomically"
-    with atomic_path(split_dir/'geometry.json') as tmp: tmp.write_text(json.dumps(dict(sorted(records.items())), indent=1))
+    write_json(dict(sorted(records.items())), split_dir/'geometry.json')
 
 def _complete(pid:str, rec:dict|None, want:dict, split_dir:Path)->bool:
-    "Whether a recorded patient was sliced with the requested settings and all its PNGs exist"
+    "Whether a patient was sliced with the settings `want` and all its PNGs exist"
     if rec is None or any(rec.get(k) != v for k, v in want.items()): return False
     return all((split_dir/sub/f'{pid}_{z:04d}.png').exists() for z in range(rec['n_slices']) for sub in ('img', 'gt'))
 
 # %% ../nbs/01_slicing.ipynb #85c1f56a
 def _check_dest(dest:Path, splits:dict):
-    "Refuse a destination with slices of patients this split puts elsewhere; remove temporary files of killed runs"
+    "Refuse slices of patients this split puts elsewhere; remove killed runs' temps"
     for split in ('train', 'val', 'test'):
         d = dest/split
         if not d.is_dir(): continue
@@ -232,7 +257,7 @@ def _check_dest(dest:Path, splits:dict):
 
 # %% ../nbs/01_slicing.ipynb #77d91d60
 def _run(jobs:list, processes:int):
-    "Yield (job, record) as patients finish, in this process or in a pool (errors cancel the rest)"
+    "Yield (job, record) as patients finish, here or in a pool (an error cancels all)"
     if processes <= 1:
         for j in jobs: yield j, slice_patient(*j[1:])
         return
@@ -242,11 +267,32 @@ def _run(jobs:list, processes:int):
         for f in as_completed(futures): yield futures[f], f.result()
     finally: ex.shutdown(wait=True, cancel_futures=True)
 
+# %% ../nbs/01_slicing.ipynb #6b185d79
+def tree_splits(source_dir:Path|str,   # SEGTHOR-layout root
+                retains:int=10, seed:int=0, fold:int=0, create_test:bool=False, retains_test:int=4, # as `split_patients`
+               )->dict:                # {'train', 'val', 'test'}: patient ids
+    "The study's split of a tree, plus its unlabelled test/ CTs unless `create_test`"
+    src = Path(source_dir)
+    splits = split_patients([d.name for d in patient_dirs(src)], retains, seed, fold, create_test, retains_test)
+    if not create_test and (src/'test').is_dir(): splits['test'] = sorted(f.name[:-7] for f in (src/'test').glob('*.nii.gz'))
+    return splits
+
+# %% ../nbs/01_slicing.ipynb #c348a021
+def _slice_jobs(src:Path, dest:Path, splits:dict, shape:tuple, norm:str, level:float, width:float, gt_name:str)->list:
+    "One `(split, pid, ct, gt, folder, shape, norm, level, width)` job per patient"
+    jobs = []
+    for split, ids in splits.items():
+        for pid in ids:
+            ct, gt = (src/'train'/pid/f'{pid}.nii.gz', src/'train'/pid/gt_name) if (src/'train'/pid).is_dir() else (src/'test'/f'{pid}.nii.gz', None)
+            if gt is not None and not gt.exists(): raise SlicingError(f"{gt}: not found (--gt_name {gt_name})")
+            jobs.append((split, pid, ct, gt, dest/split, tuple(shape), norm, level, width))
+    return jobs
+
 # %% ../nbs/01_slicing.ipynb #4ef67d67
 def slice_tree(source_dir:Path|str,     # SEGTHOR-layout root: train/Patient_XX/{Patient_XX.nii.gz, GT.nii.gz}, optional test/*.nii.gz
                dest_dir:Path|str,       # gets <split>/img, <split>/gt and <split>/geometry.json
                shape:tuple=(256, 256),  # slice size
-               retains:int=10,          # validation patients
+               retains:int=10,          # validation patients (0: all train)
                create_test:bool=False,  # test = the first `retains_test` of the validation block (else: the unlabelled CTs)
                retains_test:int=4,      # test patients with `create_test`
                seed:int=0,              # shuffle seed
@@ -258,17 +304,11 @@ def slice_tree(source_dir:Path|str,     # SEGTHOR-layout root: train/Patient_XX/
                gt_name:str='GT.nii.gz', # label file per patient (e.g. GT_fixed.nii.gz)
                progress:bool=True,      # show a progress bar
               )->dict:                  # the split, and what was done
-    "Slice a SEGTHOR tree into the study's PNG layout with its split; resumable, atomic, parallel over patients"
+    "Slice a SEGTHOR tree into the study's PNGs and split; resumable and parallel"
     t0, src, dest = time.time(), Path(source_dir), Path(dest_dir)
-    splits = split_patients(patient_ids(src), retains, seed, fold, create_test, retains_test)
-    if not create_test and (src/'test').is_dir(): splits['test'] = sorted(f.name[:-7] for f in (src/'test').glob('*.nii.gz'))
+    splits = tree_splits(src, retains, seed, fold, create_test, retains_test)
     _check_dest(dest, splits)
-    jobs = []
-    for split, ids in splits.items():
-        for pid in ids:
-            ct, gt = (src/'train'/pid/f'{pid}.nii.gz', src/'train'/pid/gt_name) if (src/'train'/pid).is_dir() else (src/'test'/f'{pid}.nii.gz', None)
-            if gt is not None and not gt.exists(): raise SlicingError(f"{gt}: not found (--gt_name {gt_name})")
-            jobs.append((split, pid, ct, gt, dest/split, tuple(shape), norm, window_level, window_width))
+    jobs = _slice_jobs(src, dest, splits, shape, norm, window_level, window_width, gt_name)
     records = {s: _records(dest/s) for s in splits}
     want = lambda j: dict(slice_shape=list(j[5]), gt=None if j[3] is None else gt_name, norm=norm, **({} if norm == 'minmax' else dict(level=window_level, width=window_width)))
     todo = [j for j in jobs if not _complete(j[1], records[j[0]].get(j[1]), want(j), dest/j[0])]
@@ -277,33 +317,21 @@ def slice_tree(source_dir:Path|str,     # SEGTHOR-layout root: train/Patient_XX/
         _save_records(dest/j[0], records[j[0]])
     return dict(splits=splits, sliced=len(todo), skipped=len(jobs) - len(todo), seconds=round(time.time() - t0, 2))
 
-# %% ../nbs/01_slicing.ipynb #2fc49e16
-@study_call_parse
-def segthor_slice(source_dir:Annotated[str, {'opt': True, 'required': True}], # SEGTHOR-layout root (train/Patient_XX/, optional test/)
-                  dest_dir:Annotated[str, {'opt': True, 'required': True}],   # destination: <split>/img, <split>/gt, <split>/geometry.json
-                  shape:Annotated[int, {'nargs': 2}]=(256, 256),              # slice size (two ints)
-                  retains:int=10,               # validation patients
-                  create_test:bool=False,       # take the test patients from the start of the validation block
-                  retains_test:int=4,           # test patients with --create_test
-                  seed:int=0,                   # shuffle seed
-                  fold:int=0,                   # validation block
-                  Processes:int=1,              # worker processes, parallel over patients (-p)
-                  norm:Annotated[str, {'choices': ['minmax', 'window']}]='minmax', # min-max per volume (the study) or an HU window
-                  window_level:float=40.,       # window centre in HU (--norm window)
-                  window_width:float=400.,      # window width in HU (--norm window)
-                  gt_name:str='GT.nii.gz',      # label file in each patient folder, e.g. GT_fixed.nii.gz
-                 ):
-    "Slice SEGTHOR volumes into the study's 2D PNG layout and split (underscored flags such as --source_dir work too)"
-    r = slice_tree(source_dir, dest_dir, shape, retains, create_test, retains_test, seed, fold, Processes, norm, window_level, window_width, gt_name)
-    print(f"{' / '.join(f'{k} {len(v)}' for k, v in r['splits'].items())} patients in {dest_dir}: sliced {r['sliced']}, "
-          f"{r['skipped']} already complete; {r['seconds']} s ({r['sliced']/max(r['seconds'], 1e-9):.2f} patients/s)")
+# %% ../nbs/01_slicing.ipynb #27915c30
+def slice_summary(result:dict,        # what `slice_tree` returned
+                  dest_dir:Path|str,  # where it wrote
+                 )->str:
+    "One line on what `slice_tree` did: patients per split, sliced, skipped, speed"
+    per_split = ' / '.join(f'{k} {len(v)}' for k, v in result['splits'].items())
+    return (f"{per_split} patients in {dest_dir}: sliced {result['sliced']}, {result['skipped']} already complete; "
+            f"{result['seconds']} s ({result['sliced']/max(result['seconds'], 1e-9):.2f} patients/s)")
 
 # %% ../nbs/01_slicing.ipynb #916616b1
 def toy2_sample(rng:np.random.RandomState, # the generator, advanced in the course's order
                 size:int=256,               # image width and height
                 radius:int=25,              # disc radius
                )->tuple:                    # (image uint8, labels uint8 in {0, 255})
-    "One TOY2 image: a 255 distractor disc, a 125 target disc (labelled 255), Gaussian noise of σ = randint(100)"
+    "One TOY2 image: a 255 distractor, a 125 target (labelled 255), noise σ < 100"
     img, gt = Image.new('L', (size, size), 0), Image.new('L', (size, size), 0)
     ax, ay = rng.randint(radius, size - radius), rng.randint(radius, size - radius)
     cx, cy = rng.randint(radius, size - radius), rng.randint(radius, size - radius)
@@ -314,7 +342,14 @@ def toy2_sample(rng:np.random.RandomState, # the generator, advanced in the cour
     noise = rng.normal(0, rng.randint(100), (size, size)).astype(np.int16).clip(-255, 255)
     return (np.asarray(img) + noise).clip(0, 255).astype(np.uint8), np.asarray(gt).copy()
 
-def write_toy2(dest:Path|str, n_train:int=1000, n_val:int=100, size:int=256, radius:int=25, seed:int=0)->Path:
+# %% ../nbs/01_slicing.ipynb #15c21762
+def write_toy2(dest:Path|str,    # output root: train/ and val/, each with img/ and gt/
+               n_train:int=1000, # training images
+               n_val:int=100,    # validation images
+               size:int=256,     # image width and height
+               radius:int=25,    # disc radius
+               seed:int=0,       # NumPy seed
+              )->Path:
     "Write TOY2 as `dest/{train,val}/{img,gt}/NNNNN.png`"
     rng, dest = np.random.RandomState(seed), Path(dest)
     for split, n in (('train', n_train), ('val', n_val)):
@@ -323,23 +358,9 @@ def write_toy2(dest:Path|str, n_train:int=1000, n_val:int=100, size:int=256, rad
             write_png(dest/split/'img'/f'{i:05d}.png', img); write_png(dest/split/'gt'/f'{i:05d}.png', gt, labels=True)
     return dest
 
-# %% ../nbs/01_slicing.ipynb #cc597cc7
-@study_call_parse
-def segthor_toy2(dest:Annotated[str, {'opt': True, 'required': True}], # output root: train/ and val/, each with img/ and gt/
-                 n_train:int=1000, # training images
-                 n_val:int=100,    # validation images
-                 size:int=256,     # image width and height
-                 radius:int=25,    # disc radius
-                 seed:int=0,       # NumPy seed
-                ):
-    "Generate the course's TOY2 dataset (two noisy discs; the 125-intensity one is labelled 255)"
-    t0 = time.time()
-    write_toy2(dest, n_train, n_val, size, radius, seed)
-    print(f"TOY2: {n_train} train / {n_val} val images ({size}²) in {dest}, {time.time() - t0:.1f} s")
-
 # %% ../nbs/01_slicing.ipynb #b79bd04f
 def _split_files(split_dir:Path)->tuple:
-    "Sorted slice names of a split folder (every img/X.png needs gt/X.png) and a key over their names, sizes and times"
+    "Sorted slice names of a split (img/X.png needs gt/X.png), a key of their stats"
     stats = {}
     for sub in ('img', 'gt'):
         if not (split_dir/sub).is_dir(): raise SlicingError(f"{split_dir/sub}: missing (a split folder holds img/*.png and gt/*.png)")
@@ -353,8 +374,9 @@ def _split_files(split_dir:Path)->tuple:
     key = hashlib.sha1(json.dumps([(n, stats['img'][n], stats['gt'][n]) for n in names]).encode()).hexdigest()[:16]
     return names, key
 
+# %% ../nbs/01_slicing.ipynb #6b1c919e
 def _decode_into(split_dir:Path, names:list, out:np.ndarray):
-    "Decode every img/gt PNG pair into `out[i, 0/1]`, in threads (OpenCV's decoder releases the GIL)"
+    "Decode every img/gt PNG pair into `out[i, 0/1]`, in threads"
     def one(i):
         for c, sub in enumerate(('img', 'gt')):
             a = read_png(split_dir/sub/f'{names[i]}.png')
@@ -366,7 +388,7 @@ def _decode_into(split_dir:Path, names:list, out:np.ndarray):
 def slice_arrays(split_dir:Path|str, # a split folder with img/ and gt/
                  cache:bool=True,    # keep a memory-mapped .npy cache beside the PNGs (else decode into memory)
                 )->tuple:            # (names, uint8 array (N, 2, H, W): [:, 0] images, [:, 1] label PNG values)
-    "Every slice of a split decoded once: from the cache when the PNGs are unchanged, else decoded (and cached)"
+    "Every slice of a split, decoded once: cached while the PNGs are unchanged"
     split_dir = Path(split_dir)
     names, key = _split_files(split_dir)
     path = split_dir/f'.slices-{key}.npy'
@@ -385,15 +407,26 @@ def slice_arrays(split_dir:Path|str, # a split folder with img/ and gt/
 
 # %% ../nbs/01_slicing.ipynb #a4f545d8
 def equalize(img:np.ndarray)->np.ndarray:
-    "Histogram equalisation of a uint8 image to [−1, 1] (the study's `normalize`); a constant image gives 0"
+    "Histogram equalisation of a uint8 image to [−1, 1] (the study's `normalize`)"
     cdf = np.bincount(img.ravel(), minlength=256).cumsum()
     lo, n = cdf[img.min()], img.size
     if lo == n: return np.zeros(img.shape, np.float32)
     return ((cdf[img] - lo)/(n - lo)*2 - 1).astype(np.float32)
 
+# %% ../nbs/01_slicing.ipynb #c59e2ca8
+def _foreground(arrays:np.ndarray, names:list, num_classes:int, where:Path)->np.ndarray:
+    "Per slice, whether it has foreground; refuses values not k·(255 // (K−1)), k < K"
+    step = 255//(num_classes - 1)
+    fg, bad = np.zeros(len(names), bool), np.array([v for v in range(256) if v % step or v//step >= num_classes])
+    for i in range(0, len(names), 512):                              # check the labels once, in chunks
+        chunk = arrays[i:i + 512, 1]
+        if np.bincount(chunk.ravel(), minlength=256)[bad].any(): raise SlicingError(f"{where}: label values not multiples of {step} below {num_classes*step} (K = {num_classes}) near {names[i]}.png")
+        fg[i:i + 512] = chunk.reshape(len(chunk), -1).max(1) > 0
+    return fg
+
 # %% ../nbs/01_slicing.ipynb #16c0380b
 class SliceDataset(Dataset):
-    "2D slices of one split, decoded once; items `{'images': (1, H, W), 'gts': one-hot (K, H, W), 'stems': name}`"
+    "2D slices of one split, decoded once; items: images, one-hot gts, stems"
     def __init__(self, root:Path|str,      # sliced dataset root (e.g. data/SEGTHOR, or a TOY2 folder)
                  split:str,                # 'train', 'val' or 'test'
                  num_classes:int,          # K: 5 for SEGTHOR (labels ×63 in the PNGs), 2 for TOY2 (×255)
@@ -403,12 +436,7 @@ class SliceDataset(Dataset):
         if num_classes < 2: raise SlicingError(f"num_classes must be ≥ 2, not {num_classes}")
         self.K, self.step, self.normalize = num_classes, 255//(num_classes - 1), normalize
         names, arrays = slice_arrays(Path(root)/split, cache)
-        fg, bad = np.zeros(len(names), bool), np.array([v for v in range(256) if v % self.step or v//self.step >= num_classes])
-        for i in range(0, len(names), 512):                              # check the labels once, in chunks
-            chunk = arrays[i:i + 512, 1]
-            if np.bincount(chunk.ravel(), minlength=256)[bad].any(): raise SlicingError(f"{Path(root)/split/'gt'}: label values not multiples of {self.step} below {num_classes*self.step} (K = {num_classes}) near {names[i]}.png")
-            fg[i:i + 512] = chunk.reshape(len(chunk), -1).max(1) > 0
-        n = 10 if debug else len(names)
+        fg, n = _foreground(arrays, names, num_classes, Path(root)/split/'gt'), 10 if debug else len(names)
         self.names, self.arrays, self.has_foreground = names[:n], arrays[:n], fg[:n]
         parts = [re.fullmatch(r'(.*)_(\d+)', s) for s in self.names]
         self.patient_ids = np.array([m[1] if m else s for m, s in zip(parts, self.names)])
@@ -416,15 +444,29 @@ class SliceDataset(Dataset):
 
     def __len__(self): return len(self.names)
 
-    def tensors(self, img:np.ndarray, gt:np.ndarray)->tuple:
-        "(image (1, H, W) float, one-hot (K, H, W) float) from a uint8 image and its label PNG values"
-        image = equalize(img) if self.normalize else img.astype(np.float32)/255
-        onehot = (gt//self.step == np.arange(self.K, dtype=np.uint8)[:, None, None]).astype(np.float32)
-        return torch.from_numpy(image)[None], torch.from_numpy(onehot)
+# %% ../nbs/01_slicing.ipynb #7cfbd8d1
+@patch
+def tensors(self:SliceDataset, img:np.ndarray, gt:np.ndarray)->tuple:
+    "(image (1, H, W), one-hot (K, H, W)) float tensors from a slice's two PNG arrays"
+    image = equalize(img) if self.normalize else img.astype(np.float32)/255
+    onehot = (gt//self.step == np.arange(self.K, dtype=np.uint8)[:, None, None]).astype(np.float32)
+    return torch.from_numpy(image)[None], torch.from_numpy(onehot)
 
+@patch
+def __getitem__(self:SliceDataset, i:int)->dict:
+    "Item `i`: its two slices read out of the memory map, as tensors"
+    image, gts = self.tensors(*self.arrays[i])
+    return dict(images=image, gts=gts, stems=self.names[i])
+
+# %% ../nbs/01_slicing.ipynb #f66b3e4e
+class SliceTensors(Dataset):
+    "A `SliceDataset` as compact items: image (1, H, W), uint8 classes (H, W), index"
+    def __init__(self, ds:SliceDataset): self.ds = ds
+    def __len__(self): return len(self.ds)
     def __getitem__(self, i:int)->dict:
-        image, gts = self.tensors(*self.arrays[i])                       # reads the two slices out of the memory map
-        return dict(images=image, gts=gts, stems=self.names[i])
+        img, gt = self.ds.arrays[i]
+        image = equalize(img) if self.ds.normalize else img.astype(np.float32)/255
+        return dict(images=torch.from_numpy(image)[None], labels=torch.from_numpy(gt//self.ds.step), index=i)
 
 # %% ../nbs/01_slicing.ipynb #d4c07529
 def make_loader(ds:Dataset,          # e.g. a `SliceDataset`
@@ -433,7 +475,7 @@ def make_loader(ds:Dataset,          # e.g. a `SliceDataset`
                 num_workers:int=0,
                 sampler=None,        # e.g. the adaptive sampler of 04_train
                )->DataLoader:
-    "A DataLoader over `ds` (workers persist between epochs; pinned memory on GPU machines)"
+    "A DataLoader over `ds` (persistent workers; pinned memory on GPU machines)"
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=num_workers,
                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
 
@@ -442,7 +484,7 @@ def stitch_volume(slices,                 # Z per-slice predictions: labels (Z, 
                   geometry:Geometry,      # the source volume's geometry (its shape is the output shape)
                   chunk:int=16,           # slices per interpolation batch (bounds memory for scores)
                  )->np.ndarray:           # uint8 labels [x, y, z] on the source grid
-    "Per-slice predictions → a label volume on the source grid: nearest for labels, linear on scores then argmax"
+    "Per-slice predictions → labels on the source grid (scores: linear, then argmax)"
     X, Y, Z = geometry.shape
     if len(slices) != Z: raise SlicingError(f"{len(slices)} slices for a source volume of {Z} (shape {geometry.shape})")
     out = np.empty((X, Y, Z), np.uint8)
@@ -455,7 +497,7 @@ def stitch_volume(slices,                 # Z per-slice predictions: labels (Z, 
         out[:, :, z0:z0 + len(s)] = up.argmax(1).permute(1, 2, 0).to(torch.uint8).numpy()
     return out
 
-# %% ../nbs/01_slicing.ipynb #c81334fe
+# %% ../nbs/01_slicing.ipynb #7dc1f280
 def read_geometry(path:Path|str)->Geometry:
     "A NIfTI file's Geometry from its header alone (no voxels read)"
     path = Path(path)
@@ -465,14 +507,16 @@ def read_geometry(path:Path|str)->Geometry:
     shape = img.shape[:3] if len(img.shape) == 4 and img.shape[3] == 1 else img.shape
     return Geometry(img.affine.astype(np.float64), tuple(int(s) for s in shape), tuple(float(v) for v in img.header.get_zooms()[:3]), img.header.copy())
 
+# %% ../nbs/01_slicing.ipynb #33a8be44
 def record_geometry(rec:dict)->Geometry:
     "The Geometry a slicing record describes, with the source's own NIfTI header"
     block = base64.b64decode(rec['header'])
     header = (nib.Nifti2Header if len(block) == 540 else nib.Nifti1Header)(binaryblock=block)
     return Geometry(np.array(rec['affine'], np.float64), tuple(rec['shape']), tuple(rec['spacing']), header)
 
+# %% ../nbs/01_slicing.ipynb #85258aa1
 def stitch_geometry(pid:str, records:dict, source_scan_pattern:str=None)->Geometry:
-    "A patient's geometry from its source scan and/or its slicing record; they must agree when both exist"
+    "A patient's geometry from its source scan and/or record, which must agree"
     src = Path(source_scan_pattern.format(id_=pid)) if source_scan_pattern else None
     g_src = read_geometry(src) if src is not None and src.exists() else None
     g_rec = record_geometry(records[pid]) if pid in records else None
@@ -481,14 +525,27 @@ def stitch_geometry(pid:str, records:dict, source_scan_pattern:str=None)->Geomet
         raise SlicingError(f"{pid}: {src} (shape {g_src.shape}) disagrees with its geometry.json record (shape {g_rec.shape})")
     return g_src or g_rec
 
-# %% ../nbs/01_slicing.ipynb #483dcb37
+# %% ../nbs/01_slicing.ipynb #136377a9
 def png_labels(path:Path|str, num_classes:int)->np.ndarray:
-    "Class indices from a prediction or GT PNG: values 0..K−1 as they are, or the ×(255 // (K−1)) encoding divided back"
+    "Class indices from a label PNG: 0..K−1 as they are, or ×(255 // (K−1)) undone"
     a, step = read_png(path), 255//(num_classes - 1)
     if a.max() < num_classes: return a
     if (a % step == 0).all() and a.max() <= (num_classes - 1)*step: return a//step
     raise SlicingError(f"{path}: values {np.unique(a)[:8].tolist()} are neither 0..{num_classes - 1} nor multiples of {step} (K = {num_classes})")
 
+# %% ../nbs/01_slicing.ipynb #94889efb
+def _slice_groups(data:Path, grp_regex:str)->dict:
+    "Per-slice PNGs by patient: {patient id: {z: path}}"
+    groups = {}
+    for p in sorted(data.glob('*.png')):
+        if p.name.startswith('.'): continue
+        m = re.match(grp_regex, p.stem)
+        if not m: raise SlicingError(f"{p}: name does not match --grp_regex {grp_regex!r}")
+        groups.setdefault(m[1], {})[int(p.stem.rsplit('_', 1)[1])] = p
+    if not groups: raise SlicingError(f"{data}: no PNG slices")
+    return groups
+
+# %% ../nbs/01_slicing.ipynb #483dcb37
 def stitch_folder(data_folder:Path|str,  # PNG predictions (or GT slices), one per slice
                   dest_folder:Path|str,  # gets <patient>.nii.gz
                   num_classes:int=5,     # K
@@ -497,18 +554,11 @@ def stitch_folder(data_folder:Path|str,  # PNG predictions (or GT slices), one p
                   geometry_json:Path|str=None,  # slicing records (default: geometry.json in data_folder or its parent, if any)
                   progress:bool=True,
                  )->list:                # the volumes written
-    "Stitch per-slice PNGs into one NIfTI per patient on its source grid, with the source's affine and header"
+    "Stitch per-slice PNGs into one NIfTI per patient on its source grid and header"
     data, dest = Path(data_folder), Path(dest_folder)
-    groups = {}
-    for p in sorted(data.glob('*.png')):
-        if p.name.startswith('.'): continue
-        m = re.match(grp_regex, p.stem)
-        if not m: raise SlicingError(f"{p}: name does not match --grp_regex {grp_regex!r}")
-        groups.setdefault(m[1], {})[int(p.stem.rsplit('_', 1)[1])] = p
-    if not groups: raise SlicingError(f"{data}: no PNG slices")
+    groups = _slice_groups(data, grp_regex)
     jf = Path(geometry_json) if geometry_json else next((f for f in (data/'geometry.json', data.parent/'geometry.json') if f.exists()), None)
-    records = json.loads(jf.read_text()) if jf else {}
-    written = []
+    records, written = read_json(jf) if jf else {}, []
     for pid in tqdm(sorted(groups), desc='stitching', unit='patient', disable=not progress):
         geom, zs = stitch_geometry(pid, records, source_scan_pattern), groups[pid]
         if sorted(zs) != list(range(geom.shape[2])):
@@ -516,17 +566,3 @@ def stitch_folder(data_folder:Path|str,  # PNG predictions (or GT slices), one p
         vol = stitch_volume([png_labels(zs[z], num_classes) for z in range(geom.shape[2])], geom)
         written.append(save_volume(vol, geom, dest/f'{pid}.nii.gz', dtype=np.uint8))
     return written
-
-# %% ../nbs/01_slicing.ipynb #e55f7ee1
-@study_call_parse
-def segthor_stitch(data_folder:Annotated[str, {'opt': True, 'required': True}], # folder of per-slice PNG predictions (or GT slices)
-                   dest_folder:Annotated[str, {'opt': True, 'required': True}], # gets <patient>.nii.gz
-                   num_classes:int=5,   # K
-                   grp_regex:str=r"(Patient_\d\d)_\d\d\d\d", # regex whose group 1 is the patient id of a file stem
-                   source_scan_pattern:str=None, # source scan per patient, e.g. "data/segthor_train/train/{id_}/GT.nii.gz"
-                   geometry_json:str=None, # slicing records (default: geometry.json beside or above the PNGs)
-                  ):
-    "Stitch per-slice predictions back into NIfTI volumes on each patient's native grid (the course's stitch.py)"
-    t0 = time.time()
-    out = stitch_folder(data_folder, dest_folder, num_classes, grp_regex, source_scan_pattern, geometry_json)
-    print(f"stitched {len(out)} patients into {dest_folder} in {time.time() - t0:.1f} s")

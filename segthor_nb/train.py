@@ -9,123 +9,73 @@ Docs: https://segthor-nb.github.io/segthor_nb/train.html.md"""
 # %% ../nbs/04_train.ipynb #7c3405e9
 from __future__ import annotations
 import os, json, math, time, random, warnings, contextlib, dataclasses
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
-import numpy as np, pandas as pd, torch
-import torch.nn.functional as F
-import torch.distributed as dist
+import numpy as np, pandas as pd, torch, torch.nn.functional as F, torch.distributed as dist
 import matplotlib.pyplot as plt
 from torch import nn, Tensor
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Sampler
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from fastcore.basics import patch
 from monai.networks.layers import GaussianFilter
 from monai.transforms import AdjustContrast
-from .data_fix import CLASSES, atomic_path, write_phantom, show_labels, study_call_parse
-from .slicing import SliceDataset, SlicingError, make_loader, slice_tree, equalize
-from .models import CRF, CheckpointError, save_weights, load_weights, checkpoint_metadata, read_state_dict, freeze_for_crf
-from .sam import get_model, MODEL_BUILDERS, MODEL_ALIASES
-from .losses import LOSSES, get_loss, deep_supervision_loss
+from .core import DATASETS, LOSS_NAMES, OPTIMIZERS, SegthorError, TrainConfig, atomic_path, dice_from_confusion
+from .data_fix import write_phantom, show_labels
+from .slicing import SliceDataset, SliceTensors, make_loader, slice_tree
+from .models import CheckpointError, save_weights, load_weights, checkpoint_metadata
+from .models import build_model, checkpoint_keys, model_key, SAM_MODELS
+from .losses import get_loss, deep_supervision_loss
 
 # %% auto #0
-__all__ = ['DATASETS', 'SAM_MODELS', 'OPTIMIZERS', 'CLIP_NORM', 'HEART', 'AUGMENTATIONS', 'RESULT_FILES', 'RESUMABLE',
-           'TrainError', 'model_key', 'TrainConfig', 'seed_everything', 'rng_state', 'set_rng_state', 'make_optimizer',
-           'lr_factor', 'warmup_cosine', 'AdaptiveSampler', 'affine_matrix', 'warp', 'study_params', 'nnunet_params',
-           'intensity_transform', 'augment_batch', 'tiny_phantom', 'random_patches', 'TrainSlices', 'one_hot',
-           'DiceMeter', 'all_sum', 'checkpoint_keys', 'save_last', 'finish_last', 'load_last', 'check_dest',
-           'write_history', 'plot_curves', 'overlay_figure', 'start_wandb', 'dist_env', 'build_model', 'Trainer',
-           'load_split', 'freeze_eval', 'float_outputs', 'train', 'segthor_train']
+__all__ = ['CLIP_NORM', 'HEART', 'AUGMENTATIONS', 'RESULT_FILES', 'RESUMABLE', 'TrainError', 'check_choices', 'seed_everything',
+           'rng_state', 'set_rng_state', 'make_optimizer', 'lr_factor', 'warmup_cosine', 'AdaptiveSampler',
+           'affine_matrix', 'warp', 'study_params', 'nnunet_params', 'intensity_transform', 'augment_batch',
+           'tiny_phantom', 'random_patches', 'one_hot', 'all_sum', 'DiceMeter', 'save_last', 'finish_last', 'load_last',
+           'check_dest', 'write_history', 'plot_curves', 'overlay_figure', 'start_wandb', 'dist_env', 'load_split',
+           'wrap_model', 'optimizer_steps', 'Trainer', 'freeze_eval', 'float_outputs', 'train']
 
 # %% ../nbs/04_train.ipynb #01b20e32
-DATASETS = {
-    'TOY2': dict(K=2, B=2, net='shallow', names=['background', 'foreground']),
-    'SEGTHOR': dict(K=5, B=8, net='ENet', names=CLASSES),
-    'SEGTHOR_MANUAL_SPLIT': dict(K=5, B=8, net='ENet', names=CLASSES),
-    'PHANTOM': dict(K=5, B=8, net='ENet', names=CLASSES),
-}
-SAM_MODELS = ('samed', 'samed_fast', 'sam2unet')   # registry keys (see `segthor_nb.sam.get_model`)
-OPTIMIZERS = ('adam', 'sgd', 'adamw', 'sgd-wd')
-CLIP_NORM = 1.0                                    # the study's gradient-clipping max norm
-HEART = 2                                          # the class `mode partial` leaves unsupervised
+CLIP_NORM = 1.0   # the study's gradient-clipping max norm
+HEART = 2         # the class `mode partial` leaves unsupervised
 
-class TrainError(ValueError):
-    "A training configuration, dataset or destination that cannot be used, with what to do about it"
+class TrainError(SegthorError):
+    "A configuration, dataset or destination that cannot be used, and what to do"
 
-def model_key(name:str)->str:
-    "The registry key of a model name (`ENet` → `enet`, `SAM2UNet` → `sam2unet`), or a `TrainError`"
-    key = name.lower().replace('-', '_'); key = MODEL_ALIASES.get(key, key)
-    if key not in MODEL_BUILDERS: raise TrainError(f"unknown model {name!r}; choose ENet, shallow, samed, samed_fast or SAM2UNet")
-    return key
+# %% ../nbs/04_train.ipynb #ee9e62a0
+def _check(ok:bool, msg:str):
+    if not ok: raise TrainError(msg)
 
-# %% ../nbs/04_train.ipynb #f6764244
-@dataclass
-class TrainConfig:
-    "Every flag of the study's `main.py` with its default, then ours; `resolved()` fills in the `None` defaults"
-    epochs:int=200                     # passes over the (sampled) training slices
-    lr:float=5e-4                      # peak learning rate
-    weight_decay:float=1e-4            # used by adamw and sgd-wd
-    batch_size:int|None=None           # global batch, split over DDP processes; None: 8 (2 for TOY2)
-    gradient_accumulation_steps:int=1  # micro-batches per optimizer step
-    use_scheduler:bool=False           # linear warm-up over the first 25% of the steps, then cosine to 0
-    use_sampler:bool=False             # the adaptive sampler (all foreground slices, background ones with p = epoch/epochs)
-    augment:bool=False                 # the study's augmentation
-    augment_nnunet:bool=False          # nnU-Net-style augmentation
-    patch_size:int|None=None           # train on random patch_size² crops (2/3 centred on an organ); None: whole slices
-    model:str|None=None                # ENet, shallow, samed, samed_fast or SAM2UNet; None: the dataset's
-    optimizer:str='adamw'              # adam, sgd, adamw or sgd-wd
-    dataset:str='SEGTHOR'              # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM
-    data_root:str|None=None            # sliced dataset root (train/, val/); None: data/<dataset>
-    mode:str='full'                    # full, or partial (the heart unsupervised)
-    loss:str|None=None                 # ce, dice_monai, gdl, dce or samed; None: ce for CNNs (the study's), samed for SAM models
-    ce_lambda:float=1.0                # weight of CE in dce
-    dest:str|None=None                 # output folder; None: results/<dataset>/<date>
-    r:int=6                            # LoRA rank of samed / samed_fast
-    from_checkpoint:str|None=None      # initial weights: safetensors or a weights-only torch file
-    gpu:bool=False                     # train on CUDA (an error if there is none)
-    num_workers:int=4                  # DataLoader worker processes
-    debug:bool=False                   # only the first 10 slices of each split
-    normalize:bool=False               # histogram-equalised images in [-1, 1] instead of [0, 1]
-    deterministic:bool=False           # seed 2024 and deterministic algorithms
-    use_wandb:bool=False               # log to Weights & Biases (offline without WANDB_API_KEY)
-    clip_grad:bool=False               # clip the gradient norm to 1.0
-    crf:bool=False                     # wrap the model in a mean-field CRF and train only the CRF
-    finetune_crf:bool=False            # with crf: also train the model's last layer
-    seed:int|None=None                 # None: 2024 if deterministic, else random (recorded either way)
-    resume:bool=False                  # continue the run in dest from its last checkpoint
-    overwrite:bool=False               # replace the results already in dest
-    compile:bool=False                 # torch.compile the model
-    bf16:bool=False                    # bf16 autocast
-    model_cfg:dict=field(default_factory=dict) # model builder options, e.g. {'size': 'tiny'}, {'checkpoint': 'sam_vit_b.pth'}
-    val_every:int=1                    # validate every n epochs (and after the last)
-    progress:bool=True                 # tqdm progress bars and one line per epoch
+def check_choices(c:TrainConfig):
+    "Raise a `TrainError` naming the flag of the first invalid choice"
+    _check(c.loss in LOSS_NAMES, f"--loss {c.loss!r}: choose one of {', '.join(LOSS_NAMES)}")
+    _check(c.optimizer in OPTIMIZERS, f"--optimizer {c.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    _check(c.mode in ('full', 'partial'), f"--mode {c.mode!r}: choose full or partial")
+    _check(c.mode == 'full' or DATASETS[c.dataset]['K'] == 5,
+           f"--mode partial leaves the heart unsupervised: it needs SEGTHOR's 5 classes, not {c.dataset}")
+    for k in ('epochs', 'batch_size', 'gradient_accumulation_steps', 'val_every'):
+        _check(getattr(c, k) >= 1, f"--{k} must be ≥ 1, not {getattr(c, k)}")
+    _check(c.crf or not c.finetune_crf, "--finetune_crf needs --crf")
+    _check(not (c.resume and c.overwrite), "--resume and --overwrite exclude each other")
 
 # %% ../nbs/04_train.ipynb #e738d79e
 @patch
 def resolved(self:TrainConfig)->TrainConfig:
     "A checked copy with the dataset-dependent defaults filled in"
     c = dataclasses.replace(self, model_cfg=dict(self.model_cfg or {}))
-    def check(ok, msg):
-        if not ok: raise TrainError(msg)
-    check(c.dataset in DATASETS, f"--dataset {c.dataset!r}: choose one of {', '.join(DATASETS)}")
+    _check(c.dataset in DATASETS, f"--dataset {c.dataset!r}: choose one of {', '.join(DATASETS)}")
     d = DATASETS[c.dataset]
     c.batch_size, c.model = c.batch_size or d['B'], c.model or d['net']
     c.loss = c.loss or ('samed' if model_key(c.model) in SAM_MODELS else 'ce')
-    check(c.loss in LOSSES, f"--loss {c.loss!r}: choose one of {', '.join(LOSSES)}")
-    check(c.optimizer in OPTIMIZERS, f"--optimizer {c.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
-    check(c.mode in ('full', 'partial'), f"--mode {c.mode!r}: choose full or partial")
-    check(c.mode == 'full' or d['K'] == 5, f"--mode partial leaves the heart unsupervised: it needs SEGTHOR's 5 classes, not {c.dataset}")
-    for k in ('epochs', 'batch_size', 'gradient_accumulation_steps', 'val_every'): check(getattr(c, k) >= 1, f"--{k} must be ≥ 1, not {getattr(c, k)}")
-    check(c.crf or not c.finetune_crf, "--finetune_crf needs --crf")
-    check(not (c.resume and c.overwrite), "--resume and --overwrite exclude each other")
+    check_choices(c)
     c.data_root = str(c.data_root or Path('data')/c.dataset)
     c.dest = str(c.dest or Path('results')/c.dataset/datetime.now().strftime('%Y-%m-%d'))
     if c.seed is None: c.seed = 2024 if c.deterministic else int.from_bytes(os.urandom(4), 'little') % 2**31
     return c
 
+# %% ../nbs/04_train.ipynb #30635036
 @patch(as_prop=True)
 def supervised(self:TrainConfig)->list|None:
     "Classes the loss sees: all (None), or all but the heart in `mode partial`"
@@ -143,14 +93,16 @@ def seed_everything(seed:int,                # e.g. 2024
         warnings.filterwarnings('once', message='.*does not have a deterministic implementation')  # once per run, not per batch
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
+# %% ../nbs/04_train.ipynb #5ff20730
 def rng_state()->dict:
-    "Python, NumPy, torch (and CUDA) generator states, as tensors and plain containers"
+    "Python, NumPy, torch (and CUDA) generator states, as tensors and containers"
     _, keys, pos, has_gauss, cached = np.random.get_state()
     s = dict(python=random.getstate(), torch=torch.get_rng_state(),
              numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss), cached=float(cached)))
     if torch.cuda.is_available(): s['cuda'] = torch.cuda.get_rng_state_all()
     return s
 
+# %% ../nbs/04_train.ipynb #7188d022
 def set_rng_state(s:dict):
     "Restore the generator states saved by `rng_state`"
     random.setstate(s['python']); torch.set_rng_state(s['torch'])
@@ -163,7 +115,7 @@ def make_optimizer(name:str,            # adam, sgd, adamw or sgd-wd
                    lr:float,            # learning rate
                    weight_decay:float,  # used by adamw and sgd-wd only
                   )->torch.optim.Optimizer:
-    "The study's optimizers: adam and sgd without weight decay, adamw and sgd-wd with it"
+    "The study's optimizers: adam, sgd (no weight decay), adamw, sgd-wd"
     params = [p for p in params if p.requires_grad]
     if not params: raise TrainError("the model has no trainable parameters")
     if name == 'adam': return torch.optim.Adam(params, lr, betas=(.9, .999))
@@ -176,11 +128,12 @@ def lr_factor(step:int,          # optimizer step, 0-based
               total:int,         # optimizer steps in the whole run
               warmup:float=.25,  # fraction of `total` spent warming up
              )->float:           # multiplier of the peak learning rate
-    "Linear warm-up over the first `warmup`·`total` steps, then cosine to 0 at step `total`"
+    "Linear warm-up over `warmup`·`total` steps, then cosine to 0 at step `total`"
     n_warm = max(1, int(warmup*total))
     if step < n_warm: return (step + 1)/n_warm
     return .5*(1 + math.cos(math.pi*min(1., (step - n_warm + 1)/(total - n_warm + 1))))
 
+# %% ../nbs/04_train.ipynb #76ef5e09
 def warmup_cosine(optimizer:torch.optim.Optimizer, total:int, warmup:float=.25)->LambdaLR:
     "A per-optimizer-step scheduler following `lr_factor`"
     def factor(step): return lr_factor(step, total, warmup)
@@ -188,7 +141,7 @@ def warmup_cosine(optimizer:torch.optim.Optimizer, total:int, warmup:float=.25)-
 
 # %% ../nbs/04_train.ipynb #f5961594
 class AdaptiveSampler(Sampler):
-    "Epoch e of E: every foreground slice, each background-only slice with probability e/E; shuffled, sharded over ranks"
+    "Epoch e of E: all foreground slices, background ones with probability e/E"
     def __init__(self, has_foreground:np.ndarray, # bool per slice, e.g. `SliceDataset.has_foreground`
                  epochs:int,                      # E, the run's epoch count
                  seed:int=0,                      # the run's seed
@@ -198,7 +151,7 @@ class AdaptiveSampler(Sampler):
         self.rank, self.world_size, self.epoch, self._cache = rank, world_size, 0, {}
 
     def indices(self, epoch:int)->np.ndarray:
-        "The whole epoch's index list (the same on every rank), cut to a multiple of the world size"
+        "The epoch's index list (the same on every rank), cut to a multiple of the ranks"
         if epoch not in self._cache:
             rng = np.random.default_rng([self.seed, epoch])
             keep = self.fg | (rng.random(len(self.fg)) < epoch/self.epochs) if self.curriculum else np.ones(len(self.fg), bool)
@@ -213,7 +166,7 @@ class AdaptiveSampler(Sampler):
     def state_dict(self)->dict: return dict(epoch=self.epoch, seed=self.seed, epochs=self.epochs, curriculum=self.curriculum)
     def load_state_dict(self, s:dict): self.epoch, self.seed, self.epochs, self.curriculum, self._cache = s['epoch'], s['seed'], s['epochs'], s['curriculum'], {}
 
-# %% ../nbs/04_train.ipynb #d9c3f8c2
+# %% ../nbs/04_train.ipynb #35c069e5
 def affine_matrix(H:int, W:int,       # image size
                   angle:float=0.,     # rotation in degrees, about the centre
                   scale:float=1.,     # zoom about the centre (> 1 magnifies)
@@ -221,7 +174,7 @@ def affine_matrix(H:int, W:int,       # image size
                   flip_x:bool=False,  # horizontal flip
                   crop:tuple|None=None, # (top, left, height, width): this box resized to the whole image instead
                  )->np.ndarray:       # (2, 3): output → input, normalised coordinates
-    "The `F.affine_grid` matrix of a flip + rotation + zoom about the centre, or of a crop resized to the full image"
+    "The `F.affine_grid` matrix of a flip, rotation and zoom, or of a crop"
     if crop is not None:
         i, j, h, w = crop
         return np.array([[w/W, 0, (2*j + w)/W - 1], [0, h/H, (2*i + h)/H - 1]])
@@ -231,6 +184,7 @@ def affine_matrix(H:int, W:int,       # image size
     A = np.linalg.inv(D) @ R @ np.diag([-1. if flip_x else 1., -1. if flip_y else 1.]) @ D
     return np.hstack([A, np.zeros((2, 1))])
 
+# %% ../nbs/04_train.ipynb #1c98b382
 def warp(images:Tensor,              # (B, C, H, W) float
          labels:Tensor,              # (B, H, W) class indices
          theta:Tensor,               # (B, 2, 3) from `affine_matrix`
@@ -242,9 +196,9 @@ def warp(images:Tensor,              # (B, C, H, W) float
     lab = F.grid_sample(labels[:, None].to(images.dtype), grid, mode='nearest', padding_mode='border', align_corners=False)
     return img, lab[:, 0].round().to(labels.dtype)
 
-# %% ../nbs/04_train.ipynb #23a7b73b
+# %% ../nbs/04_train.ipynb #bbd32b0e
 def study_params(rng:np.random.Generator, H:int, W:int)->dict:
-    "One sample's draw of the study's augmentation: nothing (p 2/3), or one of flip+rotation, rotation, crop, noise"
+    "One draw of the study's augmentation: none, flip+rotation, rotation, crop, noise"
     if rng.random() <= 2/3: return {}
     v = rng.random()
     if v < .3: return dict(theta=affine_matrix(H, W, rng.uniform(-5, 5), flip_y=v < .1))
@@ -253,8 +207,9 @@ def study_params(rng:np.random.Generator, H:int, W:int)->dict:
         return dict(theta=affine_matrix(H, W, crop=(rng.integers(0, H - h + 1), rng.integers(0, W - w + 1), h, w)))
     return dict(noise_std=.01, noise_seed=int(rng.integers(2**62)))
 
+# %% ../nbs/04_train.ipynb #45ea21c2
 def nnunet_params(rng:np.random.Generator, H:int, W:int)->dict:
-    "One sample's draw of the nnU-Net-style augmentation (nnU-Net's 2D probabilities and ranges, rotation ±10°)"
+    "One draw of the nnU-Net-style augmentation (its 2D settings, rotation ±10°)"
     angle = rng.uniform(-10, 10) if rng.random() < .2 else 0.
     scale = rng.uniform(.7, 1.4) if rng.random() < .2 else 1.
     fy, fx = rng.random() < .5, rng.random() < .5
@@ -267,13 +222,14 @@ def nnunet_params(rng:np.random.Generator, H:int, W:int)->dict:
 
 # %% ../nbs/04_train.ipynb #eb22048c
 def _noise(x:Tensor, std:float, seed:int)->Tensor:
-    "Gaussian noise drawn from its own generator (CPU), so that it does not depend on the device or the batch"
+    "Gaussian noise from its own (CPU) generator: independent of device and batch"
     return x + (torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))*std).to(x)
 
+# %% ../nbs/04_train.ipynb #72a44881
 def intensity_transform(x:Tensor, # (C, H, W) image in unit space
                         p:dict,   # from `study_params` / `nnunet_params`
                        )->Tensor:
-    "Noise, blur, brightness, contrast, low resolution and gamma as `p` says; no clamping"
+    "Noise, blur, brightness, contrast, low resolution, gamma as `p` says; no clamp"
     if 'noise_std' in p: x = _noise(x, p['noise_std'], p['noise_seed'])
     if 'noise_var' in p: x = _noise(x, math.sqrt(p['noise_var'])*x.std().item(), p['noise_seed'])
     if 'blur' in p: x = GaussianFilter(2, p['blur']).to(x.device)(x[None])[0]
@@ -297,7 +253,7 @@ def augment_batch(images:Tensor,  # (B, C, H, W) float, in `value_range`
                   kind:str='study', # 'study' or 'nnunet'
                   value_range:tuple=(0., 1.), # (0, 1), or (-1, 1) with --normalize
                  )->tuple:        # (images, labels), augmented
-    "Augment a batch, each sample drawn from its own key: one grid for the spatial part, then intensities in unit space"
+    "Augment a batch, each sample from its own key: one grid, then intensities"
     H, W = images.shape[-2:]
     params = [AUGMENTATIONS[kind](np.random.default_rng([int(v) for v in k]), H, W) for k in keys]
     lo, hi = value_range
@@ -318,7 +274,7 @@ def tiny_phantom(root:Path|str,     # gets source/ (SEGTHOR layout) and the slic
                  retains:int=1,     # validation patients
                  seed:int=0,
                 )->Path:            # root, ready for `SliceDataset(root, 'train', 5)`
-    "A small phantom SEGTHOR, sliced into the study's layout (reused if `root` already holds it)"
+    "A small phantom SEGTHOR, sliced into the study's layout (reused if present)"
     root = Path(root)
     if not (root/'val'/'geometry.json').exists():
         src = root/'source'
@@ -346,46 +302,9 @@ def random_patches(images:Tensor,  # (B, C, H, W)
     return torch.stack(xs), torch.stack(ys)
 
 # %% ../nbs/04_train.ipynb #f20499bc
-class TrainSlices(Dataset):
-    "A `SliceDataset` as compact items: image (1, H, W) float, class map (H, W) uint8, and the slice index"
-    def __init__(self, ds:SliceDataset): self.ds = ds
-    def __len__(self): return len(self.ds)
-    def __getitem__(self, i:int)->dict:
-        img, gt = self.ds.arrays[i]
-        image = equalize(img) if self.ds.normalize else img.astype(np.float32)/255
-        return dict(images=torch.from_numpy(image)[None], labels=torch.from_numpy(gt//self.ds.step), index=i)
-
 def one_hot(labels:Tensor, K:int)->Tensor:
     "(B, H, W) class indices → (B, K, H, W) float one-hot"
     return F.one_hot(labels.long(), K).permute(0, 3, 1, 2).float()
-
-# %% ../nbs/04_train.ipynb #05ec66a7
-class DiceMeter:
-    "Per class: the study's 2D Dice (mean over slices, empty/empty = 1) and 3D Dice (per patient, on stacked slices)"
-    def __init__(self, patient_ids:np.ndarray, # patient of every slice of the split (`SliceDataset.patient_ids`)
-                 K:int, device='cpu'):
-        self.patients, inverse = np.unique(patient_ids, return_inverse=True)
-        self.patient_of, self.K = torch.as_tensor(inverse, device=device), K
-        self.sums3d = torch.zeros(len(self.patients), K, 3, dtype=torch.float64, device=device)  # |P∩G|, |P|, |G|
-        self.sums2d = torch.zeros(K + 1, dtype=torch.float64, device=device)                      # Σ slice Dice, slices
-
-    def update(self, pred:Tensor, labels:Tensor, index:Tensor):
-        "Add a batch: predicted and true class maps (B, H, W), slice indices (B,)"
-        p, g = F.one_hot(pred.long(), self.K), F.one_hot(labels.long(), self.K)
-        inter, ps, gs = (p*g).sum((1, 2)).double(), p.sum((1, 2)).double(), g.sum((1, 2)).double()
-        self.sums2d[:-1] += ((2*inter + 1e-8)/(ps + gs + 1e-8)).sum(0); self.sums2d[-1] += len(pred)
-        self.sums3d.index_add_(0, self.patient_of[index.to(self.patient_of.device)], torch.stack([inter, ps, gs], -1))
-
-    def reduce(self):
-        "Sum the accumulators over DDP processes"
-        for t in (self.sums2d, self.sums3d): all_sum(t)
-
-    def result(self)->dict:
-        "{'dice2d': (K,), 'dice3d': (K,), 'dice3d_patients': (patients, K)} as numpy"
-        I, P, G = self.sums3d.unbind(-1)
-        d3 = torch.where(P + G > 0, 2*I/(P + G).clamp_min(1), torch.ones_like(I))
-        return dict(dice2d=(self.sums2d[:-1]/self.sums2d[-1].clamp_min(1)).cpu().numpy(), dice3d=d3.mean(0).cpu().numpy(),
-                    dice3d_patients=d3.cpu().numpy())
 
 # %% ../nbs/04_train.ipynb #99874773
 def all_sum(t:Tensor)->Tensor:
@@ -393,27 +312,47 @@ def all_sum(t:Tensor)->Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1: dist.all_reduce(t)
     return t
 
-# %% ../nbs/04_train.ipynb #6956b931
-def checkpoint_keys(model:nn.Module)->list|None:
-    "State-dict keys worth saving: all (None) unless some parameters are frozen, then the trainable ones and the buffers"
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    return None if not frozen else [k for k in model.state_dict() if k not in frozen]
+# %% ../nbs/04_train.ipynb #05ec66a7
+class DiceMeter:
+    "Per class: the study's 2D Dice (mean over slices) and the 3D Dice per patient"
+    def __init__(self, patient_ids:np.ndarray, # patient of every slice of the split (`SliceDataset.patient_ids`)
+                 K:int, device='cpu'):
+        self.patients, self.patient_of = np.unique(patient_ids, return_inverse=True)
+        self.K, self.cm = K, torch.zeros(len(patient_ids), K, K, dtype=torch.int64, device=device)  # per slice
 
+    def update(self, pred:Tensor, labels:Tensor, index:Tensor):
+        "Add a batch: predicted and true class maps (B, H, W), slice indices (B,)"
+        B, K = len(pred), self.K
+        cell = (labels.long()*K + pred.long()).flatten(1) + K*K*torch.arange(B, device=pred.device)[:, None]
+        self.cm.index_add_(0, index.to(self.cm.device), torch.bincount(cell.flatten(), minlength=B*K*K).view(B, K, K))
+
+    def reduce(self): all_sum(self.cm)  # add the other DDP processes' slices
+
+    def result(self)->dict:
+        "{'dice2d': (K,), 'dice3d': (K,), 'dice3d_patients': (P, K)}; empty/empty = 1"
+        cm = self.cm.cpu().numpy(); seen = cm.sum((1, 2)) > 0
+        volumes = np.zeros((len(self.patients), self.K, self.K), np.int64); np.add.at(volumes, self.patient_of, cm)
+        d3 = dice_from_confusion(volumes, empty=1.)
+        d2 = dice_from_confusion(cm[seen], empty=1.).sum(0)/max(seen.sum(), 1)
+        return dict(dice2d=d2, dice3d=d3.mean(0), dice3d_patients=d3)
+
+# %% ../nbs/04_train.ipynb #6956b931
 def save_last(dest:Path, model:nn.Module, state:dict):
-    "Write `last.safetensors` and `last_state.pt` so that a kill at any moment leaves a consistent pair"
+    "Write `last.safetensors` and `last_state.pt`: a kill leaves a consistent pair"
     nxt = dest/'.last.next.safetensors'
     save_weights(model, nxt, keys=checkpoint_keys(model), metadata=dict(epoch=state['epoch']))
     with atomic_path(dest/'last_state.pt') as tmp: torch.save(state, tmp)
     os.replace(nxt, dest/'last.safetensors')
 
+# %% ../nbs/04_train.ipynb #ea0e3ace
 def finish_last(dest:Path):
-    "Complete a save interrupted between its commit and its rename (the weights still under their temporary name)"
+    "Complete a save interrupted between its commit and its rename"
     nxt = dest/'.last.next.safetensors'
     if nxt.exists() and (dest/'last_state.pt').exists():
         if checkpoint_metadata(nxt).get('epoch') == torch.load(dest/'last_state.pt', weights_only=True)['epoch']: os.replace(nxt, dest/'last.safetensors')
 
 def load_last(dest:Path, model:nn.Module, finish:bool=True)->dict:
-    "Load the last checkpoint's weights into `model` and return its state (`finish`: complete an interrupted save first)"
+    "Load the last weights into `model`, return the state (`finish`: complete a save)"
     if finish: finish_last(dest)
     state, last = torch.load(dest/'last_state.pt', map_location='cpu', weights_only=True), dest/'last.safetensors'
     if not last.exists() or checkpoint_metadata(last).get('epoch') != state['epoch']:
@@ -426,7 +365,7 @@ RESULT_FILES = ('last_state.pt', 'last.safetensors', '.last.next.safetensors', '
                 'history.json', 'curves.png', 'overlays.png')
 
 def check_dest(dest:Path, resume:bool=False, overwrite:bool=False, delete:bool=True)->bool:
-    "Refuse a `dest` holding results unless resuming or overwriting (then delete them, if `delete`); True if resumable"
+    "Refuse a `dest` with results unless resuming or overwriting; True if resumable"
     found = [f for f in RESULT_FILES if (dest/f).exists()]
     if delete:                                    # temporary files of a killed run (never read, never results)
         for f in dest.glob('.*.tmp*'): f.unlink(missing_ok=True)
@@ -448,11 +387,12 @@ def write_history(dest:Path, history:list):
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in history]
     with atomic_path(dest/'history.json') as tmp: tmp.write_text(json.dumps(rows, indent=1))
 
+# %% ../nbs/04_train.ipynb #b99ebda2
 def plot_curves(history:list,        # rows as logged by `train`
                 names:list,          # class names, background first
                 path:Path|None=None, # also save a PNG here (atomically)
                ):
-    "Loss, Dice (3D per class and foreground mean, 2D mean dashed) and learning rate per epoch"
+    "Loss, Dice (3D per class and mean, 2D mean dashed) and learning rate per epoch"
     df = pd.DataFrame(history); fig, (a, b, c) = plt.subplots(1, 3, figsize=(10, 2.8))
     a.plot(df.epoch, df.train_loss, label='train')
     v = df.dropna(subset=['dice3d_fg']) if 'dice3d_fg' in df else df.iloc[:0]   # the validated epochs (see `val_every`)
@@ -470,6 +410,7 @@ def plot_curves(history:list,        # rows as logged by `train`
         with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=60)
     return fig
 
+# %% ../nbs/04_train.ipynb #ed063731
 def overlay_figure(images:Tensor, labels:Tensor, preds:Tensor, value_range:tuple=(0., 1.), titles:list|None=None):
     "Image | ground truth | prediction for a few slices (rows)"
     fig, axs = plt.subplots(len(images), 3, figsize=(6, 2*len(images)), squeeze=False)
@@ -494,7 +435,7 @@ def start_wandb(cfg:TrainConfig, dest:Path):
 
 # %% ../nbs/04_train.ipynb #a0d7a680
 def dist_env(gpu:bool=False)->dict:
-    "Rank, world size and device from torchrun's environment; initialises the process group when there are several"
+    "Rank, world size and device from torchrun's environment; joins the process group"
     world, rank, local = (int(os.environ.get(k, d)) for k, d in (('WORLD_SIZE', 1), ('RANK', 0), ('LOCAL_RANK', 0)))
     if gpu and not torch.cuda.is_available(): raise TrainError("--gpu: CUDA is not available on this machine")
     device = torch.device(f'cuda:{local}' if gpu else 'cpu')
@@ -503,50 +444,9 @@ def dist_env(gpu:bool=False)->dict:
     if owns: dist.init_process_group('nccl' if gpu else 'gloo')
     return dict(rank=rank, world_size=world, device=device, owns=owns)
 
-# %% ../nbs/04_train.ipynb #b54d1e75
-def build_model(cfg:TrainConfig, K:int)->nn.Module:
-    "The configured model, with `from_checkpoint` loaded and the CRF wrapped and frozen as asked"
-    key, kw = model_key(cfg.model), dict(cfg.model_cfg)
-    if key in ('samed', 'samed_fast'): kw.setdefault('r', cfg.r)
-    if key in SAM_MODELS: kw.setdefault('value_range', (-1., 1.) if cfg.normalize else (0., 1.))
-    try: model = get_model(cfg.model, K, **kw)
-    except TypeError as e: raise TrainError(f"--model_cfg: {e}") from None
-    if cfg.from_checkpoint:
-        n_file = len(read_state_dict(cfg.from_checkpoint))
-        keys = checkpoint_keys(model) if n_file < len(model.state_dict()) else None
-        load_weights(model, cfg.from_checkpoint, keys=keys)
-    if cfg.crf: model = freeze_for_crf(CRF(model, K), finetune_last=cfg.finetune_crf)
-    return model
-
-# %% ../nbs/04_train.ipynb #191bc772
-class Trainer:
-    "One training run: data, model, loss, sampler, loaders, optimizer and scheduler (see `train`)"
-    def __init__(self, cfg:TrainConfig, env:dict|None=None):
-        self.cfg = cfg = cfg.resolved(); env = env or dist_env(cfg.gpu)
-        self.rank, self.world, self.device = env['rank'], env['world_size'], env['device']
-        self.dest, self.K, self.names = Path(cfg.dest), DATASETS[cfg.dataset]['K'], DATASETS[cfg.dataset]['names']
-        if cfg.batch_size % self.world: raise TrainError(f"--batch_size {cfg.batch_size} is not divisible by the {self.world} processes")
-        self.local_batch, self.value_range = cfg.batch_size//self.world, (-1., 1.) if cfg.normalize else (0., 1.)
-        seed_everything(cfg.seed, cfg.deterministic)
-        self.train_ds, self.val_ds = (load_split(cfg, s, self.K) for s in ('train', 'val'))
-        self.model = build_model(cfg, self.K).to(self.device)
-        self.loss_fn = get_loss(cfg.loss, self.K, cfg.supervised, cfg.ce_lambda)
-        self.sampler = AdaptiveSampler(self.train_ds.has_foreground, cfg.epochs, cfg.seed, cfg.use_sampler, self.rank, self.world)
-        self.loader = make_loader(TrainSlices(self.train_ds), self.local_batch, num_workers=cfg.num_workers, sampler=self.sampler)
-        self.val_loader = make_loader(TrainSlices(self.val_ds), self.local_batch, num_workers=cfg.num_workers,
-                                      sampler=list(range(self.rank, len(self.val_ds), self.world)))
-        for dl in (self.loader, self.val_loader): dl.generator = torch.Generator().manual_seed(cfg.seed)  # not the global one
-        self.wrap_model()
-        self.optimizer = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
-        self.total_steps = sum(self.steps_in_epoch(e) for e in range(cfg.epochs))
-        self.scheduler = warmup_cosine(self.optimizer, max(1, self.total_steps)) if cfg.use_scheduler else None
-        self.epoch, self.history, self.best, self.wandb = 0, [], None, None
-        self.last_lr = self.optimizer.param_groups[0]['lr']   # the rate of the last optimizer step (logged)
-        torch.manual_seed(cfg.seed + self.rank)          # dropout differs between processes, identically in every run
-
 # %% ../nbs/04_train.ipynb #d6e1e2bb
 def load_split(cfg:TrainConfig, split:str, K:int)->SliceDataset:
-    "`SliceDataset` of `split` under `cfg.data_root`, or a `TrainError` saying how to make it"
+    "`SliceDataset` of `split` under `cfg.data_root`, or how to make it"
     root = Path(cfg.data_root)
     if not (root/split/'img').is_dir():
         hint = {'TOY2': 'segthor-toy2 --dest', 'PHANTOM': 'segthor-phantom, then segthor-slice --dest_dir'}.get(cfg.dataset, 'segthor-slice --dest_dir')
@@ -557,27 +457,55 @@ def load_split(cfg:TrainConfig, split:str, K:int)->SliceDataset:
     return ds
 
 # %% ../nbs/04_train.ipynb #5b826fb3
-@patch
-def wrap_model(self:Trainer):
-    "Set `self.net` (what trains: DDP and/or compiled) and `self.eval_net` (what validates: never DDP)"
-    self.ddp = None
-    if self.world > 1:
-        if self.device.type == 'cuda': self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.ddp = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == 'cuda' else None,
-                                           find_unused_parameters=True)
-    self.net = self.ddp or self.model
-    if self.cfg.compile: self.net = torch.compile(self.net)
-    self.eval_net = self.net if self.ddp is None else torch.compile(self.model) if self.cfg.compile else self.model
+def wrap_model(model:nn.Module, # the plain model, on its device
+               device:torch.device, world:int=1, compile:bool=False,
+              )->tuple:         # (model, net, eval_net, ddp)
+    "What trains (DDP and/or compiled) and what validates (never DDP)"
+    ddp = None
+    if world > 1:
+        if device.type == 'cuda': model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ddp = DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None, find_unused_parameters=True)
+    net = ddp or model
+    if compile: net = torch.compile(net)
+    return model, net, net if ddp is None else torch.compile(model) if compile else model, ddp
 
-@patch
-def steps_in_epoch(self:Trainer, epoch:int)->int:
-    "Optimizer steps in `epoch`: its micro-batches grouped by gradient accumulation"
-    micro = math.ceil(self.sampler.epoch_length(epoch)/self.local_batch)
-    return math.ceil(micro/self.cfg.gradient_accumulation_steps)
+# %% ../nbs/04_train.ipynb #994bc847
+def optimizer_steps(n_slices:int, local_batch:int, accumulation:int=1)->int:
+    "Optimizer steps over `n_slices` slices: micro-batches grouped by accumulation"
+    return math.ceil(math.ceil(n_slices/local_batch)/accumulation)
+
+# %% ../nbs/04_train.ipynb #191bc772
+class Trainer:
+    "One training run: data, model, loss, sampler, loaders, optimizer and scheduler"
+    def __init__(self, cfg:TrainConfig, env:dict|None=None):
+        self.cfg = cfg = cfg.resolved(); env = env or dist_env(cfg.gpu)
+        self.rank, self.world, self.device = env['rank'], env['world_size'], env['device']
+        self.dest, self.K, self.names = Path(cfg.dest), DATASETS[cfg.dataset]['K'], DATASETS[cfg.dataset]['names']
+        if cfg.batch_size % self.world: raise TrainError(f"--batch_size {cfg.batch_size} is not divisible by the {self.world} processes")
+        self.local_batch, self.value_range = cfg.batch_size//self.world, (-1., 1.) if cfg.normalize else (0., 1.)
+        seed_everything(cfg.seed, cfg.deterministic)
+        self.train_ds, self.val_ds = (load_split(cfg, s, self.K) for s in ('train', 'val'))
+        self.model, self.net, self.eval_net, self.ddp = wrap_model(build_model(cfg, self.K).to(self.device), self.device, self.world, cfg.compile)
+        self.loss_fn = get_loss(cfg.loss, self.K, cfg.supervised, cfg.ce_lambda)
+        self.sampler = AdaptiveSampler(self.train_ds.has_foreground, cfg.epochs, cfg.seed, cfg.use_sampler, self.rank, self.world)
+        self.loader = make_loader(SliceTensors(self.train_ds), self.local_batch, num_workers=cfg.num_workers, sampler=self.sampler)
+        self.val_loader = make_loader(SliceTensors(self.val_ds), self.local_batch, num_workers=cfg.num_workers,
+                                      sampler=list(range(self.rank, len(self.val_ds), self.world)))
+        for dl in (self.loader, self.val_loader): dl.generator = torch.Generator().manual_seed(cfg.seed)  # not the global one
+        self.optimizer = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
+        self.total_steps = sum(self.steps_in_epoch(e) for e in range(cfg.epochs))
+        self.scheduler = warmup_cosine(self.optimizer, max(1, self.total_steps)) if cfg.use_scheduler else None
+        self.epoch, self.history, self.best, self.wandb = 0, [], None, None
+        self.last_lr = self.optimizer.param_groups[0]['lr']   # the rate of the last optimizer step (logged)
+        torch.manual_seed(cfg.seed + self.rank)          # dropout differs between processes, identically in every run
+
+    def steps_in_epoch(self, epoch:int)->int:
+        "Optimizer steps in `epoch`"
+        return optimizer_steps(self.sampler.epoch_length(epoch), self.local_batch, self.cfg.gradient_accumulation_steps)
 
 # %% ../nbs/04_train.ipynb #563956fe
 def freeze_eval(model:nn.Module)->nn.Module:
-    "Put every submodule whose parameters are all frozen in eval mode (BatchNorm statistics, dropout)"
+    "Put every submodule whose parameters are all frozen in eval mode"
     for m in model.modules():
         ps = [p.requires_grad for p in m.parameters()]
         if ps and not any(ps): m.eval()
@@ -586,7 +514,7 @@ def freeze_eval(model:nn.Module)->nn.Module:
 # %% ../nbs/04_train.ipynb #e2284872
 @patch
 def batch_to_device(self:Trainer, batch:dict, epoch:int|None=None)->tuple:
-    "(images, class maps, indices) on the device, augmented when training (`epoch` given) as configured"
+    "(images, class maps, indices) on the device, augmented if training (`epoch`)"
     x, y, idx = (batch[k].to(self.device, non_blocking=True) for k in ('images', 'labels', 'index'))
     kind = 'study' if self.cfg.augment else 'nnunet' if self.cfg.augment_nnunet else None
     if epoch is not None and kind:
@@ -595,17 +523,29 @@ def batch_to_device(self:Trainer, batch:dict, epoch:int|None=None)->tuple:
         x, y = random_patches(x, y, [(self.cfg.seed, epoch, int(i)) for i in idx.tolist()], self.cfg.patch_size)
     return x, y.long(), idx
 
+# %% ../nbs/04_train.ipynb #f7277974
 @patch
-def autocast(self:Trainer): return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+def autocast(self:Trainer):
+    "bf16 autocast on the trainer's device if `--bf16`, else a no-op context"
+    return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
 def float_outputs(out):
     "Model output(s) in float32: logits, or (logits, [side logits])"
     return out.float() if isinstance(out, Tensor) else (out[0].float(), [o.float() for o in out[1]])
 
+# %% ../nbs/04_train.ipynb #38b21af7
+@patch
+def optimizer_step(self:Trainer):
+    "Clip (if asked), step the optimizer and the scheduler, clear the gradients"
+    if self.cfg.clip_grad: nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], CLIP_NORM)
+    self.last_lr = self.optimizer.param_groups[0]['lr']
+    self.optimizer.step(); self.optimizer.zero_grad(set_to_none=True)
+    if self.scheduler is not None: self.scheduler.step()
+
 # %% ../nbs/04_train.ipynb #82958efa
 @patch
 def train_epoch(self:Trainer, epoch:int, stop_after:int|None=None)->float:
-    "One pass over the epoch's sampled slices (or its first `stop_after` micro-batches); the mean training loss over all processes"
+    "One pass over the epoch's sampled slices; the mean loss over all processes"
     cfg, A = self.cfg, self.cfg.gradient_accumulation_steps
     self.net.train(); freeze_eval(self.model); self.sampler.set_epoch(epoch)
     n_micro, sums = math.ceil(len(self.sampler)/self.local_batch), torch.zeros(2, dtype=torch.float64, device=self.device)
@@ -624,25 +564,16 @@ def train_epoch(self:Trainer, epoch:int, stop_after:int|None=None)->float:
     all_sum(sums)
     return (sums[0]/sums[1]).item() if sums[1] > 0 else float('nan')
 
-@patch
-def optimizer_step(self:Trainer):
-    "Clip (if asked), step the optimizer and the scheduler, clear the gradients"
-    if self.cfg.clip_grad: nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], CLIP_NORM)
-    self.last_lr = self.optimizer.param_groups[0]['lr']
-    self.optimizer.step(); self.optimizer.zero_grad(set_to_none=True)
-    if self.scheduler is not None: self.scheduler.step()
-
 # %% ../nbs/04_train.ipynb #7538512a
 @patch
 @torch.no_grad()
 def validate(self:Trainer)->dict:
-    "Validation loss and per-class 2D/3D Dice (summed over processes), as a history row's fields"
+    "Validation loss and per-class 2D/3D Dice (over all processes), as a history row"
     self.eval_net.eval(); meter = DiceMeter(self.val_ds.patient_ids, self.K, self.device)
     sums = torch.zeros(2, dtype=torch.float64, device=self.device)
     for batch in self.val_loader:
         x, y, idx = self.batch_to_device(batch)
-        with self.autocast(): logits = self.eval_net(x)
-        logits = logits.float()
+        with self.autocast(): logits = self.eval_net(x).float()
         sums += torch.stack([self.loss_fn(logits, one_hot(y, self.K)).double()*len(x), torch.tensor(len(x), dtype=torch.float64, device=self.device)])
         meter.update(logits.argmax(1), y, idx)
     all_sum(sums); meter.reduce(); res = meter.result()
@@ -651,7 +582,7 @@ def validate(self:Trainer)->dict:
     for k, n in enumerate(self.names): row[f'dice3d_{n}'], row[f'dice2d_{n}'] = float(res['dice3d'][k]), float(res['dice2d'][k])
     return row
 
-# %% ../nbs/04_train.ipynb #d6f179f2
+# %% ../nbs/04_train.ipynb #42355381
 @patch
 def state_dict(self:Trainer)->dict:
     "What `last_state.pt` holds (plain containers and tensors)"
@@ -662,26 +593,10 @@ def state_dict(self:Trainer)->dict:
                 scheduler=None if self.scheduler is None else self.scheduler.state_dict(), rng=rngs,
                 history=self.history, best=self.best, config=asdict(self.cfg), total_steps=self.total_steps)
 
-RESUMABLE = ('resume', 'overwrite', 'num_workers', 'progress', 'use_wandb', 'compile', 'dest', 'data_root', 'gpu', 'debug')
-
-@patch
-def resume(self:Trainer):
-    "Continue from `dest/last_state.pt`: weights, optimizer, scheduler, sampler, generators, history, best"
-    state = load_last(self.dest, self.model, finish=self.rank == 0)
-    old = state['config']
-    changed = [k for k, v in asdict(self.cfg).items() if k not in RESUMABLE and old.get(k) != v]
-    if changed: raise TrainError(f"{self.dest}: cannot resume with different {', '.join(f'--{k} ({old.get(k)!r} → {getattr(self.cfg, k)!r})' for k in changed)}")
-    self.optimizer.load_state_dict(state['optimizer']); self.sampler.load_state_dict(state['sampler'])
-    if self.scheduler is not None: self.scheduler.load_state_dict(state['scheduler'])
-    self.epoch, self.history, self.best = state['epoch'], state['history'], state['best']
-    rngs = state['rng']
-    if len(rngs) == self.world: set_rng_state(rngs[self.rank])
-    else: warnings.warn(f"{self.dest}: saved by {len(rngs)} processes, resumed by {self.world}: generators re-seeded")
-
 # %% ../nbs/04_train.ipynb #1211cee7
 @patch
 def end_epoch(self:Trainer, row:dict):
-    "Record `row`; on process 0 save best/last, history, curves, wandb, and print one line"
+    "Record `row`; on process 0 save best/last, history and curves, and report"
     self.history.append(row); self.epoch = row['epoch']
     improved = 'dice3d_fg' in row and (self.best is None or row['dice3d_fg'] > self.best['dice3d_fg'])
     if improved: self.best = dict(epoch=row['epoch'], dice3d_fg=row['dice3d_fg'], dice2d_fg=row['dice2d_fg'])
@@ -698,14 +613,31 @@ def end_epoch(self:Trainer, row:dict):
         val = f" | val {row['val_loss']:.4f} | 3D Dice {row['dice3d_fg']:.3f} (2D {row['dice2d_fg']:.3f})" if 'val_loss' in row else ''
         print(f"epoch {row['epoch']:>3}/{self.cfg.epochs} | lr {row['lr']:.2e} | train {row['train_loss']:.4f}{val} | {row['seconds']:.1f} s", flush=True)
 
+# %% ../nbs/04_train.ipynb #2627281c
+RESUMABLE = ('resume', 'overwrite', 'num_workers', 'progress', 'use_wandb', 'compile', 'dest', 'data_root', 'gpu', 'debug')
+
+@patch
+def resume(self:Trainer):
+    "Continue from `dest/last_state.pt`: weights, optimizer, schedule, sampler, RNGs"
+    state = load_last(self.dest, self.model, finish=self.rank == 0)
+    old = state['config']
+    changed = [k for k, v in asdict(self.cfg).items() if k not in RESUMABLE and old.get(k) != v]
+    if changed: raise TrainError(f"{self.dest}: cannot resume with different {', '.join(f'--{k} ({old.get(k)!r} → {getattr(self.cfg, k)!r})' for k in changed)}")
+    self.optimizer.load_state_dict(state['optimizer']); self.sampler.load_state_dict(state['sampler'])
+    if self.scheduler is not None: self.scheduler.load_state_dict(state['scheduler'])
+    self.epoch, self.history, self.best = state['epoch'], state['history'], state['best']
+    rngs = state['rng']
+    if len(rngs) == self.world: set_rng_state(rngs[self.rank])
+    else: warnings.warn(f"{self.dest}: saved by {len(rngs)} processes, resumed by {self.world}: generators re-seeded")
+
 # %% ../nbs/04_train.ipynb #474fa7b6
 @patch
 @torch.no_grad()
 def overlays(self:Trainer, n:int=3):
-    "Image | ground truth | prediction of the `n` validation slices with the most foreground"
+    "Image | ground truth | prediction of the `n` validation slices richest in organs"
     fg = (self.val_ds.arrays[:, 1] > 0).reshape(len(self.val_ds), -1).sum(1)
     idx = np.argsort(-fg, kind='stable')[:n]
-    batch = torch.utils.data.default_collate([TrainSlices(self.val_ds)[int(i)] for i in idx])
+    batch = torch.utils.data.default_collate([SliceTensors(self.val_ds)[int(i)] for i in idx])
     x, y, _ = self.batch_to_device(batch); self.eval_net.eval()
     with self.autocast(): pred = self.eval_net(x).argmax(1)
     return overlay_figure(x, y, pred, self.value_range, [self.val_ds.names[i] for i in idx])
@@ -715,10 +647,25 @@ def log_overlays(self:Trainer):
     "Upload the prediction overlays to wandb"
     fig = self.overlays(); self.wandb.log({'overlays': _wandb().Image(fig)}, step=self.epoch); plt.close(fig)
 
-# %% ../nbs/04_train.ipynb #2ecee46d
+# %% ../nbs/04_train.ipynb #680caad3
+@patch
+def save_overlays(self:Trainer):
+    "Save `overlays.png` (the current model's predictions); return the figure"
+    fig = self.overlays()
+    with atomic_path(self.dest/'overlays.png') as tmp: fig.savefig(tmp, format='png', dpi=60)
+    return fig
+
+# %% ../nbs/04_train.ipynb #f51f9321
+@patch
+def summary(self:Trainer)->dict:
+    "History, best epoch and score, and the files written"
+    paths = {f.split('.')[0]: str(self.dest/f) for f in ('best.safetensors', 'last.safetensors', 'history.csv', 'curves.png', 'overlays.png') if (self.dest/f).exists()}
+    return dict(history=self.history, best=self.best, epoch=self.epoch, dest=str(self.dest), paths=paths, config=asdict(self.cfg))
+
+# %% ../nbs/04_train.ipynb #2e56fcef
 @patch
 def fit(self:Trainer, until:int|None=None)->dict:
-    "Train from `self.epoch` to epoch `until` (default: the last), validating, logging and checkpointing; the run's summary"
+    "Train from `self.epoch` to epoch `until` (default: the last); the run's summary"
     cfg = self.cfg
     for epoch in range(self.epoch, min(until or cfg.epochs, cfg.epochs)):
         t0 = time.time(); train_loss = self.train_epoch(epoch)
@@ -729,23 +676,11 @@ def fit(self:Trainer, until:int|None=None)->dict:
     if self.rank == 0 and self.best is not None and self.epoch == cfg.epochs: plt.close(self.save_overlays())
     return self.summary()
 
-@patch
-def save_overlays(self:Trainer):
-    fig = self.overlays()
-    with atomic_path(self.dest/'overlays.png') as tmp: fig.savefig(tmp, format='png', dpi=60)
-    return fig
-
-@patch
-def summary(self:Trainer)->dict:
-    "History, best epoch and score, and the files written"
-    paths = {f.split('.')[0]: str(self.dest/f) for f in ('best.safetensors', 'last.safetensors', 'history.csv', 'curves.png', 'overlays.png') if (self.dest/f).exists()}
-    return dict(history=self.history, best=self.best, epoch=self.epoch, dest=str(self.dest), paths=paths, config=asdict(self.cfg))
-
 # %% ../nbs/04_train.ipynb #2fb85254
 def train(cfg:TrainConfig|None=None, # the run's configuration (default: `TrainConfig()`)
           **kwargs,                  # fields to change, e.g. `epochs=3`
          )->dict:                    # history, best epoch and score, paths, resolved config
-    "Train a segmentation model as configured: the function the CLI, the notebook and papermill call"
+    "Train a segmentation model as configured (the CLI, notebook and papermill)"
     raw = dataclasses.replace(cfg or TrainConfig(), **kwargs)
     cfg = raw.resolved()
     if cfg.use_wandb: _wandb()                                # fail before anything is written
@@ -767,58 +702,3 @@ def train(cfg:TrainConfig|None=None, # the run's configuration (default: `TrainC
             if tr.wandb is not None: tr.wandb.finish()
     finally:
         if env['owns']: dist.destroy_process_group()
-
-# %% ../nbs/04_train.ipynb #b7c15d34
-@study_call_parse
-def segthor_train(epochs:int=200,                   # passes over the (sampled) training slices
-                  lr:float=5e-4,                    # peak learning rate
-                  weight_decay:float=1e-4,          # used by adamw and sgd-wd
-                  batch_size:int=None,              # global batch (split over torchrun processes); default 8, 2 for TOY2
-                  gradient_accumulation_steps:int=1,# micro-batches per optimizer step
-                  use_scheduler:bool=False,         # linear warm-up (25% of the steps), then cosine to 0
-                  use_sampler:bool=False,           # adaptive sampler: background slices with probability epoch/epochs
-                  augment:bool=False,               # the study's augmentation
-                  augment_nnunet:bool=False,        # nnU-Net-style augmentation
-                  patch_size:int=None,              # train on random crops of this size (2/3 centred on an organ)
-                  model:str=None,                   # ENet, shallow, samed, samed_fast or SAM2UNet (default: the dataset's)
-                  optimizer:Annotated[str, {'choices': OPTIMIZERS}]='adamw', # adam, sgd, adamw or sgd-wd
-                  dataset:Annotated[str, {'choices': list(DATASETS)}]='SEGTHOR', # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM
-                  data_root:str=None,               # sliced dataset root (default data/<dataset>)
-                  mode:Annotated[str, {'choices': ['full', 'partial']}]='full', # full, or partial (heart unsupervised)
-                  loss:Annotated[str, {'choices': list(LOSSES)}]=None, # ce, dice_monai, gdl, dce or samed (default: ce; samed for SAM models)
-                  ce_lambda:float=1.0,              # weight of CE in dce
-                  dest:str=None,                    # output folder (default results/<dataset>/<date>)
-                  r:int=6,                          # LoRA rank of samed / samed_fast
-                  from_checkpoint:str=None,         # initial weights (safetensors or weights-only torch file)
-                  gpu:bool=False,                   # train on CUDA
-                  num_workers:int=4,                # DataLoader worker processes
-                  debug:bool=False,                 # only the first 10 slices of each split
-                  normalize:bool=False,             # histogram-equalised images in [-1, 1]
-                  deterministic:bool=False,         # seed 2024 and deterministic algorithms
-                  use_wandb:bool=False,             # log to Weights & Biases (offline without WANDB_API_KEY)
-                  clip_grad:bool=False,             # clip the gradient norm to 1.0
-                  crf:bool=False,                   # wrap in a mean-field CRF, train only the CRF
-                  finetune_crf:bool=False,          # with --crf: also train the model's last layer
-                  seed:int=None,                    # default 2024 with --deterministic, else random (recorded)
-                  resume:bool=False,                # continue the run in --dest from its last checkpoint
-                  overwrite:bool=False,             # replace the results already in --dest
-                  compile:bool=False,               # torch.compile the model
-                  bf16:bool=False,                  # bf16 autocast
-                  model_cfg:str=None,               # model builder options as JSON, e.g. '{"size": "tiny"}'
-                  val_every:int=1,                  # validate every n epochs (and after the last)
-                  progress:bool=True,               # progress bars and one line per epoch (--no-progress: quiet)
-                 ):
-    "Train a segmentation model on sliced SEGTHOR / PHANTOM / TOY2 data (the study's main.py flags; underscores work)"
-    kw = {k: v for k, v in locals().items() if k != 'model_cfg'}
-    try:
-        cfg = TrainConfig(**kw, model_cfg=json.loads(model_cfg) if model_cfg else {})
-        res = train(cfg)
-    except json.JSONDecodeError as e: raise SystemExit(f"segthor-train: --model_cfg is not JSON ({e})")
-    except (TrainError, CheckpointError, SlicingError, FileNotFoundError) as e: raise SystemExit(f"segthor-train: {e}")
-    if res['best'] is not None and int(os.environ.get('RANK', 0)) == 0:
-        print(f"best epoch {res['best']['epoch']}: 3D Dice {res['best']['dice3d_fg']:.4f}; results in {res['dest']}")
-
-# %% ../nbs/04_train.ipynb #dea55a97
-if __name__ == '__main__' and '__file__' in globals():
-    from segthor_nb.train import segthor_train as _cli
-    _cli()

@@ -1,4 +1,5 @@
-"The pair (and blind) estimates of the heart tampering on random transforms of phantom hearts, not only the course's"
+"""The pair (and blind) estimates of the heart tampering on many random transforms of phantom hearts (minutes: `slow`).
+The notebook runs a 3-transform sweep and shows the dead band of small rotations; these are the larger sweeps."""
 import numpy as np, pytest
 from scipy import ndimage as ndi
 from segthor_nb.data_fix import course_affine, course_params, make_phantom, move_heart, register_blind, register_pair
@@ -26,17 +27,6 @@ def check(errs, max_phi):
     assert np.abs(errs[:, 0]).max() <= max_phi, errs[:, 0]
     assert np.abs(errs[:, 1:4]).max() <= 1, errs[:, 1:4]
     np.testing.assert_allclose(errs[:, 3], errs[:, 4], atol=0.05)   # z: the estimate is the rounded shift (NN moved whole slices)
-
-def test_pair_random_transforms():
-    check(sweep(5, 0), 0.5)
-
-def test_small_rotations_are_invisible_in_nearest_neighbour_labels():
-    "Why small angles are excluded above: around 0°, rotating ±0.5° more changes no voxel of the tampered map"
-    heart = (make_phantom((160, 160), 64, seed=1004)[1] == 2).astype(np.uint8)
-    sc = (160/512, 160/512, 64/160)
-    tamper = lambda phi: ndi.affine_transform(heart, course_affine(sc, phi, shift=np.divide((20, 10, 3), sc)), order=0)
-    assert all((tamper(d) == tamper(0)).all() for d in (-.5, -.25, .25, .5))
-    assert (tamper(1.5) != tamper(0)).sum() > 100
 
 @pytest.mark.slow
 def test_pair_random_transforms_sweep():

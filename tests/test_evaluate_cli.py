@@ -1,11 +1,12 @@
-"""`segthor-test3d` and `segthor-test` end to end, as subprocesses, on a tiny phantom and a one-epoch ENet."""
+"""`segthor-test3d` and `segthor-test` end to end, as subprocesses, on a tiny phantom and a one-epoch ENet: the study's
+flag spellings, the printed summary, the files written and the one-line errors."""
 import json, os, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from segthor_nb.data_fix import load_volume
 from segthor_nb.metrics import find_label_volumes, score_folders
 from segthor_nb.models import save_weights
-from segthor_nb.sam import get_model
+from segthor_nb.models import get_model
 from segthor_nb.slicing import read_png
 from segthor_nb.train import tiny_phantom, train
 
@@ -42,6 +43,7 @@ def test_test3d_predicts_on_the_native_grid_and_scores_like_score_folders(run_di
             '--dest', dest)
     assert r.returncode == 0, r.stderr
     assert 'misses' in r.stdout and 'heart' in r.stdout and 'scored in 3D' in r.stdout
+    assert 'ground truth: GT.nii.gz in' in r.stdout                       # the label file label_name chose
     gts = find_label_volumes(root/'source', 'GT.nii.gz')
     preds = sorted((dest/'predictions').glob('*.nii.gz'))
     assert [p.name for p in preds] == ['Patient_01.nii.gz']                 # the validation patient of the split
@@ -87,10 +89,10 @@ def test_one_line_errors(run_dir, tmp_path):
     root = Path(json.loads((run_dir/'config.json').read_text())['data_root'])
     for cmd in ('segthor-test', 'segthor-test3d'):
         msg = one_line_error(run(cmd, '--weights', tmp_path/'missing.safetensors', '--data_root', root, '--split', 'val', '--dest', tmp_path/'a'))
-        assert msg.startswith(f'{cmd}: ') and 'missing.safetensors: checkpoint file not found' in msg
+        assert msg.startswith(f'{cmd}: ') and 'missing.safetensors' in msg and 'no such checkpoint' in msg
     save_weights(get_model('ENet', 3), tmp_path/'k3.safetensors')           # a 3-class checkpoint for a 5-class dataset
     msg = one_line_error(run('segthor-test3d', '--weights', tmp_path/'k3.safetensors', '--data_root', root, '--split', 'val',
-                             '--dataset', 'PHANTOM', '--dest', tmp_path/'b'))
+                             '--dataset', 'PHANTOM', '--model', 'ENet', '--dest', tmp_path/'b'))   # a bare checkpoint names its model
     assert 'k3.safetensors' in msg and 'shape' in msg
     msg = one_line_error(run('segthor-test', '--weights', run_dir, '--split', 'nosuchsplit', '--dest', tmp_path/'c'))
     assert 'nosuchsplit' in msg

@@ -1,5 +1,5 @@
 """nbs/05b_evaluate.ipynb under papermill: `-p run_dir` evaluates an existing training run headless, in 2D and 3D."""
-import json, os, subprocess, sys
+import os, subprocess, sys
 from pathlib import Path
 import nbformat, numpy as np, pandas as pd, torch
 from segthor_nb.train import tiny_phantom, train

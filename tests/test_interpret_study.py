@@ -1,14 +1,13 @@
 """The study's table and figures of nbs/06_interpretability.ipynb from a fabricated runs/ folder whose results are
-real `metrics3d`/`metrics2d` scores of perturbed labels; plus the run loader's and the attributions' error paths."""
-import json
+real `metrics3d`/`metrics2d` scores of perturbed labels; plus the attributions' error paths on a loaded run."""
+import dataclasses, json
 import matplotlib
 matplotlib.use('Agg')
-import numpy as np, pandas as pd, pytest, torch
-from segthor_nb.data_fix import CLASSES
+import pandas as pd, pytest, torch
+from segthor_nb.core import CLASSES, SegthorError, TrainConfig
 from segthor_nb.metrics import synthetic_pair, metrics3d, metrics2d, long_format
-from segthor_nb.models import ENet, save_weights
-from segthor_nb.train import TrainConfig
-from segthor_nb.interpret import (InterpretError, collect_runs, study_tables, ablation_grid, study_figures, load_run,
+from segthor_nb.models import ENet, save_weights, load_run, run_config
+from segthor_nb.interpret import (InterpretError, collect_runs, runs_table, ablation_grid, write_runs_figures,
                                   attribute_organ, randomized_copy, gradcam_layer)
 
 SPACING = (1.5, 1.5, 3.)
@@ -50,7 +49,7 @@ def test_collect_runs_labels_rows_from_config(runs):
 
 
 def test_study_table_is_the_mean_dice_per_organ_sorted(runs):
-    df = collect_runs(runs); tab = study_tables(df)
+    df = collect_runs(runs); tab = runs_table(df)
     assert list(tab.columns) == ['model', 'augment', 'normalize', 'crf', *CLASSES[1:], 'mean']
     assert tab['mean'].is_monotonic_decreasing and tab.index[0] == 'nnunet_2d' and tab.index[-1] == 'enet_none'
     d = df[df['slice'].isna() & (df.metric == 'dice') & (df.run == 'enet_aug') & (df['class'] == 4)]
@@ -59,20 +58,20 @@ def test_study_table_is_the_mean_dice_per_organ_sorted(runs):
     grid = ablation_grid(df)                                  # CRF runs left out, nnU-Net a single cell
     assert grid.loc[('ENet', True), True] == pytest.approx(tab.loc['enet_both', 'mean'])
     assert grid.loc[('ENet', False), False] == pytest.approx(tab.loc['enet_none', 'mean'])
-    with pytest.raises(InterpretError, match="no 3D rows of metric 'dise'"): study_tables(df, 'dise')
+    with pytest.raises(InterpretError, match="no 3D rows of metric 'dise'"): runs_table(df, 'dise')
 
 
-def test_study_figures_are_written_atomically_and_not_overwritten(runs, tmp_path):
+def test_write_runs_figures_are_written_atomically_and_not_overwritten(runs, tmp_path):
     df = collect_runs(runs)
-    paths = study_figures(df, tmp_path/'fig')
+    paths = write_runs_figures(df, tmp_path/'fig')
     assert sorted(paths) == ['ablation', 'bars', 'dice_along_z', 'violins']
     assert all(p.read_bytes()[:4] == b'\x89PNG' for p in paths.values())
     assert sorted(f.name for f in (tmp_path/'fig').iterdir()) == sorted(f'{n}.png' for n in paths)   # no temporaries left
     before = {n: p.stat().st_mtime_ns for n, p in paths.items()}
-    with pytest.raises(FileExistsError, match='overwrite=True'): study_figures(df, tmp_path/'fig')
+    with pytest.raises(FileExistsError, match='pass --overwrite'): write_runs_figures(df, tmp_path/'fig')
     assert {n: p.stat().st_mtime_ns for n, p in paths.items()} == before
-    assert sorted(study_figures(df, tmp_path/'fig', overwrite=True)) == sorted(paths)
-    three_d_only = study_figures(df[df['slice'].isna() & (df.run == 'nnunet_2d')], tmp_path/'one')
+    assert sorted(write_runs_figures(df, tmp_path/'fig', overwrite=True)) == sorted(paths)
+    three_d_only = write_runs_figures(df[df['slice'].isna() & (df.run == 'nnunet_2d')], tmp_path/'one')
     assert sorted(three_d_only) == ['bars', 'violins']        # no 2D rows, no ablation: those figures are skipped
 
 
@@ -80,9 +79,9 @@ def test_bad_run_folders_fail_with_the_file_named(runs, tmp_path):
     with pytest.raises(InterpretError, match=r'empty: no <run>/eval/results3d.csv'): collect_runs((tmp_path/'empty').mkdir() or tmp_path/'empty')
     bad = tmp_path/'bad'; (bad/'r1'/'eval').mkdir(parents=True)
     (bad/'r1'/'eval'/'results3d.csv').write_text('patient,class,value\nPatient_01,1,0.5\n')
-    with pytest.raises(InterpretError, match=r'r1/config.json: missing'): collect_runs(bad)
+    with pytest.raises(SegthorError, match=r'r1/config.json: missing'): collect_runs(bad)
     (bad/'r1'/'config.json').write_text('{"model": ')
-    with pytest.raises(InterpretError, match=r'r1/config.json: not valid JSON'): collect_runs(bad)
+    with pytest.raises(SegthorError, match=r'r1/config.json: not valid JSON'): collect_runs(bad)
     (bad/'r1'/'config.json').write_text('{"model": "ENet"}')
     with pytest.raises(InterpretError, match=r'results3d.csv: no column\(s\) slice, metric'): collect_runs(bad)
 
@@ -90,16 +89,15 @@ def test_bad_run_folders_fail_with_the_file_named(runs, tmp_path):
 def test_load_run_and_attribution_errors(tmp_path):
     run = tmp_path/'run'; run.mkdir()
     (run/'config.json').write_text(json.dumps({'model': 'nnU-Net 2d'}))
-    with pytest.raises(InterpretError, match="no 'dataset' field"): load_run(run)
-    cfg = TrainConfig(dataset='PHANTOM', model='ENet').resolved()
-    (run/'config.json').write_text(json.dumps(cfg.__dict__))
-    with pytest.raises(InterpretError, match=r'best.safetensors: no such checkpoint'): load_run(run)
+    with pytest.raises(SegthorError, match="no 'dataset' field"): run_config(run)
+    (run/'config.json').write_text(json.dumps(dataclasses.asdict(TrainConfig(dataset='PHANTOM', model='ENet'))))
+    with pytest.raises(SegthorError, match=r'best.safetensors: no such checkpoint'): load_run(run)
     torch.manual_seed(1); net = ENet(1, 5)
     with torch.no_grad():
         for q in net.parameters(): q.add_(.1*torch.randn_like(q))            # "trained": no zero biases left
     save_weights(net, run/'best.safetensors')
-    model, cfg2 = load_run(run)
-    assert cfg2.model == 'ENet' and not model.training
+    model = load_run(run)
+    assert run_config(run).model == 'ENet' and not model.training
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), net.state_dict().values()))
     x, mask = torch.rand(1, 1, 32, 32), torch.zeros(1, 32, 32, dtype=torch.bool)
     with pytest.raises(InterpretError, match='no region to explain'): attribute_organ(model, x, 'heart', mask=mask)

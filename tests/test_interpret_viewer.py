@@ -4,14 +4,14 @@ import matplotlib
 matplotlib.use('Agg')
 import numpy as np, pytest
 import matplotlib.pyplot as plt
-from segthor_nb.data_fix import ORGAN_CMAP
-from segthor_nb.interpret import ERROR_RGB, InterpretError, SliceViewer, render_slice, slice_dice, slice_rgb
+from segthor_nb.core import ORGAN_RGBA
+from segthor_nb.interpret import ERROR_RGB, InterpretError, SliceViewer, slice_figure, slice_dice, slice_rgb
 
 GREY = .5  # HU 40 in the default window (40, 400)
 
 
-def organ_rgb(c): return np.array(ORGAN_CMAP.colors[c][:3])
-def organ_alpha(c): return ORGAN_CMAP.colors[c][3]
+def organ_rgb(c): return np.array(ORGAN_RGBA[c][:3])
+def organ_alpha(c): return ORGAN_RGBA[c][3]
 
 
 @pytest.fixture
@@ -62,12 +62,12 @@ def test_title_shows_the_slice_dice(vols):
     ct, gt, pred, attr = vols
     d = slice_dice(gt[..., 2], pred[..., 2])
     np.testing.assert_allclose([d[1], d[2], d[3], d[4]], [12/18, 72/84, 0., 1.])
-    fig = render_slice(ct, gt, pred, attr, z=2)
+    fig = slice_figure(ct, gt, pred, attr, z=2)
     assert fig.axes[0].get_title() == 'z = 2 | Dice esophagus 0.67, heart 0.86, trachea 0.00, aorta 1.00'
     np.testing.assert_allclose(fig.axes[0].images[0].get_array(), slice_rgb(ct, gt, pred, attr, 2, ('gt', 'pred')))
     plt.close(fig)
-    fig = render_slice(ct, gt, pred, z=0); assert fig.axes[0].get_title() == 'z = 0 | no organ'; plt.close(fig)
-    fig = render_slice(ct, z=1); assert fig.axes[0].get_title() == 'z = 1'; plt.close(fig)
+    fig = slice_figure(ct, gt, pred, z=0); assert fig.axes[0].get_title() == 'z = 0 | no organ'; plt.close(fig)
+    fig = slice_figure(ct, z=1); assert fig.axes[0].get_title() == 'z = 1'; plt.close(fig)
 
 
 def test_bad_requests_fail_with_one_clear_line(vols):

@@ -32,7 +32,7 @@ def data(tmp_path_factory):
 def test_scores_every_gt_patient_and_refuses_overwrite(data):
     tmp, root, preds = data
     out = tmp / 'res.csv'
-    r = run(preds, root, '--out', out)
+    r = run('--pred_dir', preds, '--gt_dir', root, '--out', out)
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(out)
     assert list(df.columns) == ['patient', 'slice', 'class', 'metric', 'value'] and df['slice'].isna().all()
@@ -48,15 +48,15 @@ def test_scores_every_gt_patient_and_refuses_overwrite(data):
     hd95 = df[(df.patient == 'Patient_02') & (df.metric == 'hd95')].set_index('class')['value']
     np.testing.assert_allclose(hd95.to_numpy(), ref['hd95'].to_numpy(), rtol=1e-12)
     before = out.read_bytes()
-    r = run(preds, root, '--out', out)
+    r = run('--pred-dir', preds, '--gt-dir', root, '--out', out)
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].endswith('exists; pass --overwrite to replace it')
     assert out.read_bytes() == before
-    assert run(preds, root, '--out', out, '--overwrite').returncode == 0
+    assert run('--pred_dir', preds, '--gt_dir', root, '--out', out, '--overwrite').returncode == 0
 
 
 def test_lcc_and_spacing_options(data):
     tmp, root, preds = data
-    r = run(preds, root, '--out', tmp / 'lcc.csv', '--lcc', '--spacing-from', '1,1,1', '--nsd-tol', '1')
+    r = run('--pred_dir', preds, '--gt_dir', root, '--out', tmp / 'lcc.csv', '--lcc', '--spacing-from', '1,1,1', '--nsd-tol', '1')
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(tmp / 'lcc.csv')
     g, _ = load_volume(root / 'train/Patient_02/GT.nii.gz', 'gt')
@@ -75,10 +75,10 @@ def test_grid_mismatch_is_one_line_naming_both_files_unless_resampled(data):
     save_volume(g[::-1].copy(), Geometry.from_affine(geom.affine @ flip, g.shape), preds / 'Patient_01.nii.gz')
     gt_dir = tmp / 'gt1'
     save_volume(g, geom, gt_dir / 'Patient_01_GT.nii.gz')  # flat GT folder
-    r = run(preds, gt_dir, '--out', tmp / 'flip.csv')
+    r = run('--pred_dir', preds, '--gt_dir', gt_dir, '--out', tmp / 'flip.csv')
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode != 0 and 'different grids' in last and 'Patient_01.nii.gz' in last and 'Patient_01_GT.nii.gz' in last
-    r = run(preds, gt_dir, '--out', tmp / 'flip.csv', '--resample')
+    r = run('--pred_dir', preds, '--gt_dir', gt_dir, '--out', tmp / 'flip.csv', '--resample')
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(tmp / 'flip.csv')
     assert (df[df.metric == 'dice']['value'] == 1).all()

@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 from monai.metrics import (compute_dice, compute_iou, compute_hausdorff_distance, compute_average_surface_distance,
                            compute_surface_dice, get_confusion_matrix, compute_confusion_matrix_metric)
 from monai.metrics.utils import get_edge_surface_distance
-from segthor_nb.metrics import metrics3d, metrics2d, surface_voxels, label_boundary
+from segthor_nb.metrics import metrics3d, metrics2d, surface_voxels
 
 pytestmark = [pytest.mark.filterwarnings('ignore:.*is all 0.*:UserWarning'),  # MONAI on empty structures
               pytest.mark.filterwarnings('ignore:invalid value:RuntimeWarning'),

@@ -1,5 +1,5 @@
 """`segthor-nnunet-export` and `segthor-test3dnnunet` end to end, as subprocesses, on tiny phantoms in SEGTHOR layout."""
-import json, os, subprocess, sys
+import json, os, re, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from segthor_nb.data_fix import write_phantom, make_phantom, load_volume, save_volume
@@ -8,14 +8,13 @@ from segthor_nb.metrics import metrics3d
 from segthor_nb.nnunet import NnunetError, export_nnunet, nnunet_gt_folder
 
 SHAPE, SLICES, SEED = (48, 48), 16, 7
-SCRIPTS = {'segthor-nnunet-export': 'segthor_nnunet_export', 'segthor-test3dnnunet': 'segthor_test3dnnunet'}
+BIN = Path(sys.executable).parent
 
 
 def run(exe, *args, **env):
-    "Run a console script as its pyproject entry point does (independent of how fresh the installed wrapper is), nnU-Net variables only as given"
-    code = f"import sys; from segthor_nb.nnunet import {SCRIPTS[exe]} as main; sys.argv[0] = {exe!r}; sys.exit(main())"
+    "Run a console script as a subprocess, nnU-Net variables only as given"
     base = {k: v for k, v in os.environ.items() if not k.startswith('nnUNet_')}
-    return subprocess.run([sys.executable, '-c', code, *map(str, args)], capture_output=True, text=True, env=base | env)
+    return subprocess.run([str(BIN/exe), *map(str, args)], capture_output=True, text=True, env=base | env)
 
 
 @pytest.fixture(scope='module')
@@ -26,7 +25,7 @@ def tree(tmp_path_factory):
 
 def test_export_holds_out_the_test_patients_and_passes_nnunets_check(tree, tmp_path):
     raw, pre = tmp_path/'raw', tmp_path/'pre'
-    r = run('segthor-nnunet-export', tree, '--raw_root', raw, '--preprocessed_root', pre, '--retains', 3, '--retains_test', 1, '--workers', 1)
+    r = run('segthor-nnunet-export', tree, '--raw_root', raw, '--preprocessed_root', pre, '--retains', 3, '--retains_test', 1, '--num_workers', 1)
     assert r.returncode == 0, r.stderr
     assert 'nnU-Net integrity check passed' in r.stdout
     split = split_patients([f'Patient_{i:02d}' for i in range(1, 7)], retains=3, seed=0, create_test=True, retains_test=1)
@@ -59,7 +58,7 @@ def test_export_errors_are_one_line(tree, tmp_path):
     r = run('segthor-nnunet-export', tree)
     assert r.returncode == 1 and r.stderr.strip() == 'segthor-nnunet-export: no nnU-Net raw root: pass --raw_root or set $nnUNet_raw'
     r = run('segthor-nnunet-export', tree, '--raw_root', tmp_path/'raw')  # the study's 12 + 4 split needs more than 6 patients
-    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and 'needs ≥ 12 patients' in r.stderr
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and re.search(r'needs ≥ \d+ patients.*found 6', r.stderr)
 
 
 def test_tampered_tree_is_refused_until_fixed(tmp_path):
@@ -69,7 +68,7 @@ def test_tampered_tree_is_refused_until_fixed(tmp_path):
     for i in range(1, 7):  # stand-in for segthor-fix: the clean labels as GT_fixed.nii.gz beside each tampered GT.nii.gz
         _, clean, geom = make_phantom(SHAPE, SLICES, SEED*1000 + i)
         save_volume(clean, geom, src/f'train/Patient_{i:02d}/GT_fixed.nii.gz')
-    r = run('segthor-nnunet-export', src, '--raw_root', tmp_path/'raw', '--retains', 3, '--retains_test', 1, '--workers', 1)
+    r = run('segthor-nnunet-export', src, '--raw_root', tmp_path/'raw', '--retains', 3, '--retains_test', 1, '--num_workers', 1, '--no_verify')
     assert r.returncode == 0, r.stderr
     ds = tmp_path/'raw/Dataset055_SEGTHOR'
     assert json.loads((ds/'segthor_export.json').read_text())['gt_name'] == 'GT_fixed.nii.gz'
@@ -94,7 +93,7 @@ def scored(tree, tmp_path_factory):
 def test_test3dnnunet_scores_the_held_out_patients(scored):
     tmp, ds, preds, split = scored
     out = tmp/'res.csv'
-    r = run('segthor-test3dnnunet', '--pred_dir', preds, '--gt_root', ds, '--out', out)
+    r = run('segthor-test3dnnunet', '--pred_dir', preds, '--gt_dir', ds, '--out', out)
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(out)
     assert list(df.columns) == ['patient', 'slice', 'class', 'metric', 'value'] and sorted(df.patient.unique()) == split['test']
@@ -111,17 +110,17 @@ def test_test3dnnunet_scores_the_held_out_patients(scored):
     np.testing.assert_allclose(hd95.to_numpy(), ref['hd95'].to_numpy(), rtol=1e-12)
     # no silent overwrite
     before = out.read_bytes()
-    r = run('segthor-test3dnnunet', '--pred-dir', preds, '--gt-root', ds, '--out', out)
+    r = run('segthor-test3dnnunet', '--pred-dir', preds, '--gt-dir', ds, '--out', out)
     assert r.returncode == 1 and r.stderr.strip().endswith('exists; pass --overwrite to replace it') and out.read_bytes() == before
-    assert run('segthor-test3dnnunet', '--pred_dir', preds, '--gt_root', ds, '--out', out, '--overwrite').returncode == 0
+    assert run('segthor-test3dnnunet', '--pred_dir', preds, '--gt_dir', ds, '--out', out, '--overwrite').returncode == 0
 
 
 def test_test3dnnunet_against_a_segthor_tree_scores_every_patient(scored, tree):
     tmp, ds, preds, split = scored
-    r = run('segthor-test3dnnunet', '--pred_dir', preds, '--gt_root', tree, '--out', tmp/'all.csv')
+    r = run('segthor-test3dnnunet', '--pred_dir', preds, '--gt_dir', tree, '--out', tmp/'all.csv')
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(tmp/'all.csv')
     assert df.patient.nunique() == 6   # every labelled patient; the 4 without a prediction are misses
     assert (df[(df.metric == 'dice') & ~df.patient.isin(split['test'][:2])]['value'] == 0).all()
-    r = run('segthor-test3dnnunet', '--pred_dir', tmp/'nowhere', '--gt_root', ds, '--out', tmp/'x.csv')
+    r = run('segthor-test3dnnunet', '--pred_dir', tmp/'nowhere', '--gt_dir', ds, '--out', tmp/'x.csv')
     assert r.returncode == 1 and r.stderr.strip().endswith('no such prediction folder')

@@ -46,7 +46,7 @@ def test_list_prints_valid_papermill_commands(tmp_path):
     r = grid_py('list', '--preset', 'ci', '--runs_dir', tmp_path)
     assert r.returncode == 0, r.stderr
     got = blocks(r.stdout)
-    assert list(got) == list(grid.study_grid())                          # one block per grid entry, in grid order
+    assert list(got) == list(grid.experiment_grid())                          # one block per grid entry, in grid order
     assert len(got) == 4*4 + 2 + 1
     train_names, eval_names = parameter_names('04_train.ipynb'), parameter_names('05b_evaluate.ipynb')
     for name, cmds in got.items():

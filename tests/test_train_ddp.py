@@ -1,4 +1,4 @@
-"""DDP under `torchrun --nproc_per_node 2 -m segthor_nb.train` with gloo on CPU: the same final weights and validation
+"""DDP under `torchrun --nproc_per_node 2 $(which segthor-train)` with gloo on CPU: the same final weights and validation
 scores as one process at the same global batch.
 
 The model is SAMed in its tiny test configuration: LayerNorm only, no BatchNorm (SyncBatchNorm has no CPU
@@ -29,9 +29,9 @@ def flags(data, dest):
 
 
 def test_two_processes_match_one(data, tmp_path):
-    one = subprocess.run([sys.executable, '-m', 'segthor_nb.train', *flags(data, tmp_path/'one')], capture_output=True, text=True, env=ENV)
+    one = subprocess.run([str(BIN/'segthor-train'), *flags(data, tmp_path/'one')], capture_output=True, text=True, env=ENV)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([str(BIN/'torchrun'), '--standalone', '--nproc_per_node', '2', '-m', 'segthor_nb.train', *flags(data, tmp_path/'two')],
+    two = subprocess.run([str(BIN/'torchrun'), '--standalone', '--nproc_per_node', '2', str(BIN/'segthor-train'), *flags(data, tmp_path/'two')],
                          capture_output=True, text=True, env=ENV)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     assert two.stdout.count('best epoch') == 1                               # only rank 0 reports (and writes)

@@ -1,8 +1,11 @@
 """nbs/04_train.ipynb as a papermill experiment: a headless run of a tiny configuration leaves the executed notebook
-(with its curves) beside the checkpoints (the `parameters` cell itself: tests/test_notebook_parameters.py)."""
-import json, os, shutil, subprocess, sys
+(with its curves) beside the checkpoints (the `parameters` cell itself: tests/test_notebook_parameters.py).
+
+`slow`: it executes every cell of the notebook again, which `nbdev-test` already does; what only this test adds is
+papermill's parameter injection and the executed copy written beside the results."""
+import json, os, subprocess, sys
 from pathlib import Path
-import nbformat, pandas as pd
+import nbformat, pandas as pd, pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT/'nbs'/'04_train.ipynb'
@@ -10,6 +13,7 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", 'OMP_NUM_THREADS': '1'}
 
 
+@pytest.mark.slow
 def test_papermill_runs_a_tiny_experiment(tmp_path):
     dest = tmp_path/'runs'/'x'
     out = dest/'04_train.ipynb'; dest.mkdir(parents=True)        # papermill writes into an existing folder

@@ -3,7 +3,7 @@
 
 Usage: python tools/run_tests.py [--flags "slow cuda"] [--workers 2] [--only 00_data_fix] [--no-pytest]
 """
-import argparse, os, re, subprocess, sys, time
+import argparse, re, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,10 +21,10 @@ def run_nb(nb:Path, flags:str):
 def run_pytest(args):
     "Run pytest over tests/; return (passed, failed)"
     if not any((root/'tests').glob('test_*.py')): return 0, 0
-    cmd = [sys.executable, '-m', 'pytest', 'tests', '-q', '-p', 'no:cacheprovider', *args]
+    cmd = [sys.executable, '-m', 'pytest', 'tests', '-q', '-p', 'no:cacheprovider', '--durations=15', *args]
     p = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     out = p.stdout + p.stderr
-    print(out[-6000:])
+    print(out[-12000:])
     n = lambda w: sum(int(m) for m in re.findall(rf'(\d+) {w}', out.splitlines()[-1] if out.strip() else ''))
     passed, failed = n('passed'), n('failed') + n('errors?')
     if p.returncode not in (0, 5) and failed == 0: failed = 1  # collection error or crash
