@@ -74,6 +74,7 @@ def test_list_prints_valid_papermill_commands(tmp_path):
     assert grid_py('--help').returncode == 0 and 'aggregate' in grid_py('--help').stdout
 
 
+@pytest.mark.slow   # 5-6 min on 2 cores: papermill-trains two runs; 04/05b under papermill are covered by test_evaluate_papermill
 def test_run_skip_fail_and_aggregate(tmp_path):
     runs = tmp_path/'runs'
     # 1. two runs, the first failing (bad model name): reported, the other one still runs; exit code 1
