@@ -31,7 +31,7 @@ def _respell(arg:str, swap:dict)->str:
 # %% ../nbs/08_cli.ipynb #1c177c6f
 def flag_aliases(**aliases, # flag name -> its other spellings
                 ):
-    "Decorator: also accept other spellings of flags, e.g. `weights=('--model_path',)`"
+    "Decorator: accept other flag spellings, e.g. `weights=('--model_path',)`"
     def deco(cmd):
         swap = {a: f'--{name}' for name, spellings in aliases.items() for a in spellings}
         def _f(*args, **kwargs):

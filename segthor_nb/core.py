@@ -26,7 +26,7 @@ ORGAN_RGBA = [(0, 0, 0, 0), (1, 0, 0, .55), (0, 1, 0, .45), (0, .3, 1, .6), (1, 
 
 # %% ../nbs/00_core.ipynb #4aab29d0
 def organ_cmap():
-    "A matplotlib colormap that draws label k in the colour of organ k (background transparent)"
+    "Colormap drawing label k in organ k's colour (background transparent)"
     from matplotlib.colors import ListedColormap
     return ListedColormap(ORGAN_RGBA)
 
@@ -45,12 +45,12 @@ OPTIMIZERS = ('adam', 'sgd', 'adamw', 'sgd-wd')
 
 # %% ../nbs/00_core.ipynb #3261cd38
 class SegthorError(ValueError):
-    "A problem the user can fix: the message names the file or flag, what is wrong and what was expected"
+    "A problem the user can fix: the message names the file or flag and what to do"
 
 # %% ../nbs/00_core.ipynb #ae4ca3fe
 @contextlib.contextmanager
 def atomic_path(path:Path|str): # the file to (re)place
-    "Yield a temporary path beside `path`, renamed onto `path` only if the block succeeds"
+    "Yield a temp path beside `path`, renamed onto it only if the block succeeds"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     suffix = '.nii.gz' if path.name.endswith('.nii.gz') else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=f'.tmp{suffix}', dir=path.parent)
@@ -65,7 +65,7 @@ def atomic_path(path:Path|str): # the file to (re)place
 
 # %% ../nbs/00_core.ipynb #57a69aa1
 def refuse_existing(paths:list, overwrite:bool=False):
-    "Raise `FileExistsError` naming the first of `paths` that exists, unless `overwrite`"
+    "Raise `FileExistsError` for the first existing path unless `overwrite`"
     found = [Path(p) for p in paths if Path(p).exists()]
     if found and not overwrite: raise FileExistsError(f"{found[0]} exists; pass --overwrite to replace it")
 
@@ -85,14 +85,14 @@ def read_json(path:Path|str)->dict:
 
 # %% ../nbs/00_core.ipynb #cbdbb9ce
 def write_csv(df, path:Path|str, overwrite:bool=False)->Path:
-    "Write a DataFrame as CSV atomically, refusing an existing file unless `overwrite`"
+    "Write a DataFrame as CSV atomically; an existing file needs `overwrite`"
     refuse_existing([path], overwrite)
     with atomic_path(path) as tmp: df.to_csv(tmp, index=False)
     return Path(path)
 
 # %% ../nbs/00_core.ipynb #fc071833
 def md_table(df, digits:int=3)->str:
-    "A DataFrame as a GitHub Markdown table, its index as the first column, floats rounded"
+    "A DataFrame as a Markdown table, index first, floats rounded"
     d = df.reset_index()
     fmt = lambda v: f'{v:.{digits}f}' if isinstance(v, float) else str(v)
     rows = [list(map(str, d.columns)), ['---']*len(d.columns)] + [[fmt(v) for v in r] for r in d.itertuples(index=False)]
@@ -111,7 +111,7 @@ def patient_dirs(root:Path|str)->list: # the `train/Patient_XX` folders, sorted
 
 # %% ../nbs/00_core.ipynb #b7870272
 def looks_tampered(root:Path|str)->bool:
-    "True if a tree's GT.nii.gz may be the course's displaced-heart labels (a GT2 pair, or a tampered phantom)"
+    "True if a tree's GT.nii.gz may hold the course's displaced hearts"
     root = Path(root)
     info = lambda f: json.loads((root/f).read_text()) if (root/f).exists() else {}
     if info('fix_report.json').get('layout') == 'fixed copy': return False
@@ -121,7 +121,7 @@ def looks_tampered(root:Path|str)->bool:
 def label_name(root:Path|str,    # SEGTHOR-layout tree
                gt_name:str=None, # an explicit choice wins; None: the rule below
               )->str:            # the label file name to read in every patient folder
-    "GT_fixed.nii.gz when every patient has it, else GT.nii.gz (with a warning if it looks tampered)"
+    "GT_fixed.nii.gz when every patient has it, else GT.nii.gz (warned if tampered)"
     dirs = patient_dirs(root)
     n_fixed = sum((d/'GT_fixed.nii.gz').exists() for d in dirs)
     if gt_name is None and 0 < n_fixed < len(dirs):
@@ -201,7 +201,7 @@ TRAIN_CHOICES = dict(model=MODEL_NAMES, optimizer=OPTIMIZERS, dataset=tuple(DATA
 # %% ../nbs/00_core.ipynb #92235ea6
 @dataclass
 class DemoConfig:
-    "The main job on the phantom: phantom → fix → slices → ENet → stitched predictions → 3D metrics → report"
+    "The main job: phantom → fix → slices → ENet → stitched predictions → report"
     dest:str='data/demo'   # everything goes below this folder
     n_patients:int=16      # labelled phantom patients: 2 validation, 4 test, the rest train
     shape:int=256          # in-plane size of the phantom volumes
@@ -215,7 +215,7 @@ class DemoConfig:
 
 # %% ../nbs/00_core.ipynb #2d862b9e
 def config_from(cls, raw:dict, source:str='config'):
-    "A `cls` dataclass from a dict such as a run's config.json, ignoring keys `cls` does not know"
+    "A `cls` from a dict such as a run's config.json, ignoring unknown keys"
     known = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in raw.items() if k in known})
 
@@ -233,7 +233,7 @@ def _cli_type(t:str):
     return {'int': int, 'float': float, 'bool': bool, 'str': str, 'dict': str, 'list': str}.get(t, str)
 
 def config_params(cls, skip:tuple=(), choices:dict=None)->list:
-    "`inspect.Parameter`s, with docments and `choices`, for the fields of dataclass `cls` (dicts as JSON)"
+    "`inspect.Parameter`s with docments and choices for dataclass `cls`'s fields"
     docs, out, choices = field_docs(cls), [], choices or {}
     for f in fields(cls):
         if f.name in skip: continue
@@ -245,7 +245,7 @@ def config_params(cls, skip:tuple=(), choices:dict=None)->list:
 
 # %% ../nbs/00_core.ipynb #8fd58427
 def _both_spellings(p:argparse.ArgumentParser):
-    "Add the study's `--flag_name` beside each `--flag-name`, and say what `--no-x` flags do"
+    "Add `--flag_name` beside each `--flag-name`; say what `--no-x` flags do"
     for a in p._actions:
         extra = [o.replace('-', '_').replace('__', '--', 1) for o in a.option_strings if o.startswith('--') and '-' in o[2:]]
         for o in extra: p._option_string_actions[o] = a
@@ -261,7 +261,7 @@ def parser_of(func, prog:str=None)->argparse.ArgumentParser:
 USER_ERRORS = (SegthorError, FileNotFoundError, FileExistsError)
 
 def command(func):
-    "Make `func` a command: parse `sys.argv` when called without arguments, one-line errors on stderr"
+    "Make `func` a command: parse `sys.argv` if called bare; one-line errors"
     def _f(*args, **kwargs):
         if args or kwargs: return func(*args, **kwargs)
         prog = Path(sys.argv[0]).name
@@ -275,7 +275,7 @@ def command(func):
 
 # %% ../nbs/00_core.ipynb #8ad04b28
 def config_command(cls, skip:tuple=(), choices:dict=None):
-    "Decorator: a command whose flags are the fields of dataclass `cls`; the function gets a `cls` instance"
+    "Decorator: a command whose flags are dataclass `cls`'s fields; it gets a `cls`"
     def deco(func):
         def _f(**kw):
             for k, v in kw.items():
