@@ -12,14 +12,14 @@ from dataclasses import asdict, dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Annotated
-from .core import DATASETS, MODEL_NAMES, TRAIN_CHOICES, DemoConfig, TrainConfig
-from .core import SegthorError, command, config_command, label_name, refuse_existing
+from .core import DATASETS, MODEL_NAMES, PRESETS, TRAIN_CHOICES, DemoConfig, TrainConfig
+from .core import SegthorError, command, config_command, label_name, refuse_existing, deviations_epilog
 
 # %% auto #0
-__all__ = ['ONLY_3D', 'ONLY_2D', 'EVAL_CHOICES', 'flag_aliases', 'command_help', 'in_plane', 'segthor_phantom',
-           'segthor_validate', 'segthor_fix', 'segthor_slice', 'segthor_toy2', 'segthor_stitch', 'segthor_train',
-           'segthor_metrics3d', 'segthor_nnunet_export', 'segthor_test3dnnunet', 'EvalConfig', 'eval_kwargs',
-           'segthor_test3d', 'segthor_test', 'segthor_demo']
+__all__ = ['NNUNET_ALIASES', 'ONLY_3D', 'ONLY_2D', 'EVAL_CHOICES', 'EVAL_ALIASES', 'flag_aliases', 'command_help', 'in_plane',
+           'segthor_phantom', 'segthor_validate', 'segthor_fix', 'segthor_slice', 'segthor_toy2', 'segthor_stitch',
+           'segthor_train', 'segthor_import_study', 'segthor_metrics3d', 'segthor_nnunet_export',
+           'segthor_test3dnnunet', 'EvalConfig', 'eval_kwargs', 'segthor_test3d', 'segthor_test', 'segthor_demo']
 
 # %% ../nbs/08_cli.ipynb #d2c634c8
 def _respell(arg:str, swap:dict)->str:
@@ -128,6 +128,7 @@ def segthor_slice(source_dir:Annotated[str, {'opt': True, 'required': True}], # 
     r = slice_tree(source_dir, dest_dir, in_plane(shape), retains, create_test, retains_test, seed, fold, num_workers,
                    norm, window_level, window_width, gt_name)
     print(slice_summary(r, dest_dir))
+segthor_slice.__wrapped__.epilog = deviations_epilog('slice')
 
 # %% ../nbs/08_cli.ipynb #5437fa81
 @command
@@ -165,25 +166,47 @@ def segthor_train(cfg:TrainConfig):
     res = train(cfg)
     if res['best'] is not None and int(os.environ.get('RANK', 0)) == 0:
         print(f"best epoch {res['best']['epoch']}: 3D Dice {res['best']['dice3d_fg']:.4f}; results in {res['dest']}")
+segthor_train.epilog = deviations_epilog('train', 'model')
+
+# %% ../nbs/08_cli.ipynb #e075004b
+@command
+def segthor_import_study(weights:str,  # the study's bestweights.pt (a state dict; bestmodel.pkl is refused)
+                         model:Annotated[str, {'opt': True, 'required': True, 'choices': ['ENet', 'shallow', 'samed', 'samed_fast', 'SAM2UNet']}]=None, # the study's --model of that run
+                         dest:Annotated[str, {'opt': True, 'required': True}]=None, # the run folder to write
+                         r:int=None,            # LoRA rank (samed, samed_fast); None: read from the file
+                         crf:bool=False,        # the run was trained with --crf
+                         normalize:bool=False,  # the run was trained with --normalize ([-1, 1] slices)
+                         overwrite:bool=False,  # replace an existing run folder
+                        ):
+    "Convert the study's checkpoint into a run folder (config.json + best.safetensors)"
+    from segthor_nb.study_import import import_study
+    out = import_study(weights, model, dest, r=r, crf=crf, normalize=normalize, overwrite=overwrite)
+    print(f"{weights} -> {out} (model {model}, preset study); load it with load_run or --weights {out}")
 
 # %% ../nbs/08_cli.ipynb #3819999f
+def _ground_truth_line(gt_dir:Path|str, name:str)->str:
+    "The one line a scoring command prints about the labels it reads"
+    tree = next(Path(gt_dir).rglob(f'Patient_*/{name}'), None) is not None
+    return f"ground truth: {name} of each Patient_XX folder in {gt_dir}" if tree else f"ground truth: the Patient_XX volumes in {gt_dir}"
+
 @command
 def segthor_metrics3d(pred_dir:Annotated[str, {'opt': True, 'required': True}], # folder of predicted label volumes (Patient_XX in each file name)
-                      gt_dir:Annotated[str, {'opt': True, 'required': True}],   # GT volumes: flat, or SEGTHOR layout Patient_XX/<gt_name>
+                      gt_dir:Annotated[str, {'opt': True, 'required': True}],   # GT volumes: a SEGTHOR tree, its train/, or a flat folder
                       out:str='results.csv',   # long-format CSV to write (patient, slice, class, metric, value)
                       spacing_from:str='gt',   # spacing from 'gt' or 'pred' headers, or 'sx,sy,sz' in mm
                       nsd_tol:float=2.0,       # NSD tolerance, mm
                       lcc:bool=False,          # keep only the largest connected component of each organ
                       resample:bool=False,     # resample predictions on another grid onto the GT grid (nearest)
                       overwrite:bool=False,    # replace an existing --out file
-                      gt_name:str='GT.nii.gz', # label file name inside SEGTHOR-layout folders (e.g. GT_fixed.nii.gz)
+                      gt_name:str=None,        # label file in a SEGTHOR tree (default: GT_fixed.nii.gz if all have it, else GT.nii.gz)
                       surface:Annotated[str, {'choices': ['voxel', 'surfel']}]='voxel', # voxel (MONAI, medpy) or surfel (DeepMind)
                      ):
     "Score predicted label volumes against the ground truth: 3D metrics in mm"
     refuse_existing([out], overwrite)
-    from segthor_nb.metrics import score_folders, write_results
-    long_df = score_folders(pred_dir, gt_dir, spacing_from, nsd_tol, lcc, resample, gt_name, surface)
-    print(write_results(long_df, out, overwrite))
+    from segthor_nb.metrics import gt_label_name, score_folders, write_results
+    name = gt_label_name(gt_dir, gt_name)
+    print(_ground_truth_line(gt_dir, name))
+    print(write_results(score_folders(pred_dir, gt_dir, spacing_from, nsd_tol, lcc, resample, name, surface), out, overwrite))
 
 # %% ../nbs/08_cli.ipynb #ecc11c82
 @command
@@ -208,53 +231,87 @@ def segthor_nnunet_export(src:str,                 # SEGTHOR tree (fixed by segt
     print(export_report(out, preprocessed_root or os.environ.get('nnUNet_preprocessed'), verify))
 
 # %% ../nbs/08_cli.ipynb #4025a5f9
+NNUNET_ALIASES = dict(pred_dir=('--folder',))  # test3dnnunet.py's name for the predictions folder
+
+@flag_aliases(**NNUNET_ALIASES)
 @command
-def segthor_test3dnnunet(pred_dir:Annotated[str, {'opt': True, 'required': True}], # nnU-Net's output folder (Patient_XX.nii.gz)
-                         gt_dir:Annotated[str, {'opt': True, 'required': True}],   # exported dataset (scores labelsTs), SEGTHOR tree, or GT folder
+def segthor_test3dnnunet(pred_dir:str='predictions', # nnU-Net's output folder: Patient_XX.nii.gz (--grid study: or .npz) (also --folder)
+                         gt_dir:str=None,         # native grid: the exported dataset (scores labelsTs), a SEGTHOR tree, or a GT folder
                          out:str='results.csv',   # long-format CSV; the summary goes to <out>_summary.csv
+                         grid:Annotated[str, {'choices': ['native', 'study']}]='native', # native: our metrics in mm; study: test3dnnunet.py's
+                         dataset:Annotated[str, {'choices': list(DATASETS)}]='SEGTHOR_MANUAL_SPLIT', # study grid: K and the data root data/<dataset>
+                         data_root:str=None,      # study grid: the sliced dataset whose --split GT slices are the reference
+                         split:str='test',        # study grid: that split
+                         dest:str=None,           # study grid: the study's files go to <dest>/metrics3d (default: the folder of --out)
+                         debug:bool=False,        # study grid: only the first slices of the split
+                         mode:Annotated[str, {'choices': ['partial', 'full']}]='full', # partial is refused, as by the study
                          gt_name:str=None,        # label file in a SEGTHOR tree (default: GT_fixed.nii.gz if all have it, else GT.nii.gz)
                          nsd_tol:float=2.0,       # NSD tolerance, mm
                          lcc:bool=False,          # keep only the largest connected component of each organ
                          surface:Annotated[str, {'choices': ['voxel', 'surfel']}]='voxel', # voxel (MONAI, medpy) or surfel (DeepMind)
                          overwrite:bool=False,    # replace existing result files
+                         batch_size:int=None,     # test3dnnunet.py's flag: no effect (it batched reading the GT slices)
+                         from_checkpoint:str=None, # test3dnnunet.py's flag: no effect (it only named --dest)
+                         gpu:bool=False,          # test3dnnunet.py's flag: no effect
+                         num_workers:int=4,       # test3dnnunet.py's flag: no effect (GT slices are read from a cache)
+                         normalize:bool=False,    # test3dnnunet.py's flag: no effect (no CT is read)
+                         crf:bool=False,          # test3dnnunet.py's flag: no effect
+                         finetune_crf:bool=False, # test3dnnunet.py's flag: no effect
                         ):
-    "Score nnU-Net's predictions with our 3D metrics (no prediction: a miss)"
-    from segthor_nb.metrics import summary_path, write_results
-    refuse_existing([out, summary_path(out)], overwrite)
-    from segthor_nb.nnunet import score_nnunet
-    long_df = score_nnunet(pred_dir, gt_dir, gt_name, nsd_tol, lcc, surface)
+    "Score nnU-Net's predictions: our 3D metrics in mm, or test3dnnunet.py's"
+    if mode != 'full': raise SegthorError("--mode partial: the study's test3dnnunet.py refused it too")
+    if grid == 'native' and gt_dir is None: raise SegthorError("--gt_dir is required with --grid native: the exported dataset, a SEGTHOR tree or a GT folder")
+    from segthor_nb.metrics import summary_path, write_results, write_study_metrics, STUDY_NNUNET
+    study_dir = Path(dest or Path(out).parent)/'metrics3d'
+    refuse_existing([out, summary_path(out)] + ([study_dir/'test_metrics.csv'] if grid == 'study' else []), overwrite)
+    from segthor_nb.nnunet import score_nnunet, score_nnunet_study, nnunet_gt_folder
+    root, K = Path(data_root or Path('data')/dataset), DATASETS[dataset]['K']
+    if grid == 'native': folder, name = nnunet_gt_folder(gt_dir, gt_name)
+    print(f"ground truth: the {split} GT slices of {root} (the study's grid, voxels)" if grid == 'study' else _ground_truth_line(folder, name))
+    long_df = score_nnunet_study(pred_dir, root, split, K, debug) if grid == 'study' else score_nnunet(pred_dir, gt_dir, gt_name, nsd_tol, lcc, surface)
     print(write_results(long_df, out, overwrite, with_summary=True))
+    if grid == 'study': print(f"the study's files: {', '.join(f.name for f in write_study_metrics(long_df, study_dir, K, STUDY_NNUNET, overwrite=overwrite))} in {study_dir}")
 
 # %% ../nbs/08_cli.ipynb #dbedc2d6
 @dataclass
 class EvalConfig:
     "Flags of segthor-test and segthor-test3d: shared, then 3D-only, then 2D-only"
     weights:str=None             # checkpoint or training run folder (also --from_checkpoint, --model_path)
-    dataset:str=None             # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM: K and the default data root
+    dataset:str=None             # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM: K and the default data root (default: the run's)
     data_root:str=None           # sliced dataset root (default: the run's, else data/<dataset>)
     split:str='test'             # split folder to evaluate
     dest:str=None                # results folder (default: eval/ beside the weights)
+    preset:str=None              # metric definitions: ours, or study (its ε terms, Hausdorff distances, 3D grid, files) (default: the run's)
+    mode:str='full'              # full; partial is refused, as by the study's test scripts
     model:str=None               # ENet, shallow, samed, samed_fast or SAM2UNet (default: the run's)
     num_classes:int=None         # K (default: the run's dataset's)
     model_cfg:dict=None          # builder options as JSON, e.g. '{"size": "tiny"}' (default: the run's)
     r:int=None                   # LoRA rank (default: the run's)
+    hiera_path:str=None          # SAM2UNet: the sam2 Hiera checkpoint (default: the run's)
     crf:bool=False               # the model was trained with --crf (else: as the run was)
+    finetune_crf:bool=False      # ... and --finetune_crf (else: as the run was)
     normalize:bool=False         # histogram-equalised [-1, 1] inputs (else: as the run was)
-    batch_size:int=16            # slices per forward pass
+    batch_size:int=None          # slices per forward pass (default: the dataset's, 8 for SEGTHOR)
+    num_workers:int=4            # DataLoader worker processes
     gpu:bool=False               # run the model on CUDA
+    debug:bool=False             # only the first slices of the split (3D: with --grid study)
     overwrite:bool=False         # replace earlier results in --dest
+    grid:str=None                # 3D: native (each CT's grid, mm) or study (stacked slices, voxels) (default: study under --preset study)
+    include_background:bool=False # 3D: score the background (label 0) too
     source_dir:str=None          # SEGTHOR-layout tree with the native GT (default: stitch the GT slices)
     gt_name:str=None             # label file in source_dir (default: GT_fixed.nii.gz if all have it, else GT.nii.gz)
     source_scan_pattern:str=None # source scan per patient for the geometry, e.g. "data/src/train/{id_}/GT.nii.gz"
-    lcc:bool=False               # keep only the largest connected component of each organ
-    nsd_tol:float=2.0            # NSD tolerance, mm
-    surface:str='voxel'          # surface definition: voxel (MONAI, medpy) or surfel (DeepMind)
+    lcc:bool=False               # native grid: keep only the largest connected component of each organ
+    nsd_tol:float=2.0            # native grid: NSD tolerance, mm
+    surface:str='voxel'          # native grid: surface definition, voxel (MONAI, medpy) or surfel (DeepMind)
     save_png:bool=False          # also write the predicted label PNGs (×63, the GT's names) to <dest>/png
 
 # %% ../nbs/08_cli.ipynb #393b5487
-ONLY_3D = ('source_dir', 'gt_name', 'source_scan_pattern', 'lcc', 'nsd_tol', 'surface')
+ONLY_3D = ('grid', 'include_background', 'source_dir', 'gt_name', 'source_scan_pattern', 'lcc', 'nsd_tol', 'surface')
 ONLY_2D = ('save_png',)
-EVAL_CHOICES = dict(dataset=tuple(DATASETS), model=MODEL_NAMES, surface=('voxel', 'surfel'))
+EVAL_CHOICES = dict(dataset=tuple(DATASETS), model=MODEL_NAMES, surface=('voxel', 'surfel'), preset=PRESETS, mode=('full', 'partial'),
+                    grid=('native', 'study'))
+EVAL_ALIASES = dict(weights=('--from_checkpoint', '--model_path'))  # the study's name of the weights, and an older one
 
 # %% ../nbs/08_cli.ipynb #6979cb4e
 def eval_kwargs(cfg:EvalConfig, # the parsed flags
@@ -265,20 +322,24 @@ def eval_kwargs(cfg:EvalConfig, # the parsed flags
     return {k: v for k, v in asdict(cfg).items() if k not in skip}
 
 # %% ../nbs/08_cli.ipynb #3685535b
-@flag_aliases(weights=('--from_checkpoint', '--model_path'))
+@flag_aliases(**EVAL_ALIASES)
 @config_command(EvalConfig, skip=ONLY_2D, choices=EVAL_CHOICES)
 def segthor_test3d(cfg:EvalConfig):
-    "Predict a split, stitch it onto each CT's grid, score it in 3D: test3d.py"
+    "Predict a split and score it in 3D: on each CT's grid (mm), or the study's: test3d.py"
     from segthor_nb.evaluate import test3d
     test3d(**eval_kwargs(cfg, ONLY_2D))
 
 # %% ../nbs/08_cli.ipynb #cd0346cf
-@flag_aliases(weights=('--from_checkpoint', '--model_path'))
+@flag_aliases(**EVAL_ALIASES)
 @config_command(EvalConfig, skip=ONLY_3D, choices=EVAL_CHOICES)
 def segthor_test(cfg:EvalConfig):
     "Score every slice of a split with the study's eight 2D metrics: test.py"
     from segthor_nb.evaluate import test2d
     test2d(**eval_kwargs(cfg, ONLY_3D))
+
+for _cmd, _rows in [(segthor_test, ('test', 'model')), (segthor_test3d, ('test3d', 'model'))]:
+    _cmd.__wrapped__.epilog = deviations_epilog(*_rows)  # the command inside `flag_aliases` prints it with --help
+segthor_test3dnnunet.__wrapped__.epilog = deviations_epilog('test3dnnunet', switch='--grid study')
 
 # %% ../nbs/08_cli.ipynb #6bec8be1
 @config_command(DemoConfig)

@@ -6,7 +6,7 @@ Docs: https://segthor-nb.github.io/segthor_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #4e60f175
 from __future__ import annotations
-import argparse, contextlib, functools, inspect, json, os, re, sys, tempfile, warnings
+import argparse, contextlib, functools, inspect, json, os, re, sys, tempfile, textwrap, warnings
 from dataclasses import dataclass, field, fields, MISSING
 from pathlib import Path
 from typing import Annotated
@@ -14,11 +14,12 @@ import numpy as np
 from fastcore.script import anno_parser
 
 # %% auto #0
-__all__ = ['CLASSES', 'ORGAN_RGBA', 'DATASETS', 'MODEL_NAMES', 'LOSS_NAMES', 'OPTIMIZERS', 'PATIENT_ID', 'TRAIN_CHOICES',
-           'USER_ERRORS', 'organ_cmap', 'SegthorError', 'atomic_path', 'refuse_existing', 'write_json', 'read_json',
-           'write_csv', 'md_table', 'patient_dirs', 'looks_tampered', 'label_name', 'confusion', 'dice_from_confusion',
-           'dice_per_class', 'TrainConfig', 'DemoConfig', 'config_from', 'field_docs', 'config_params', 'parser_of',
-           'command', 'config_command']
+__all__ = ['CLASSES', 'ORGAN_RGBA', 'DATASETS', 'MODEL_NAMES', 'LOSS_NAMES', 'OPTIMIZERS', 'PRESETS', 'PATIENT_ID',
+           'TRAIN_CHOICES', 'STUDY_DEVIATIONS', 'USER_ERRORS', 'organ_cmap', 'SegthorError', 'atomic_path',
+           'refuse_existing', 'write_json', 'read_json', 'write_csv', 'md_table', 'patient_dirs', 'looks_tampered',
+           'label_name', 'confusion', 'dice_from_confusion', 'dice_per_class', 'TrainConfig', 'DemoConfig',
+           'config_from', 'deviations', 'deviations_md', 'deviations_epilog', 'field_docs', 'config_params',
+           'parser_of', 'command', 'config_command']
 
 # %% ../nbs/00_core.ipynb #a639dde5
 CLASSES = ['background', 'esophagus', 'heart', 'trachea', 'aorta']
@@ -42,6 +43,7 @@ DATASETS = {
 MODEL_NAMES = ('ENet', 'shallow', 'samed', 'samed_fast', 'SAM2UNet')
 LOSS_NAMES = ('ce', 'dice_monai', 'gdl', 'dce', 'samed')
 OPTIMIZERS = ('adam', 'sgd', 'adamw', 'sgd-wd')
+PRESETS = ('ours', 'study')  # our corrected defaults, or the study's settings exactly
 
 # %% ../nbs/00_core.ipynb #3261cd38
 class SegthorError(ValueError):
@@ -113,11 +115,19 @@ def patient_dirs(root:Path|str)->list: # the `train/Patient_XX` folders, sorted
 def looks_tampered(root:Path|str)->bool:
     "True if a tree's GT.nii.gz may hold the course's displaced hearts"
     root = Path(root)
-    info = lambda f: json.loads((root/f).read_text()) if (root/f).exists() else {}
-    if info('fix_report.json').get('layout') == 'fixed copy': return False
+    info = lambda f: read_json(root/f) if (root/f).exists() else {}
+    fixed = info('fix_report.json').get('layout')    # segthor-fix's report decides: GT_fixed beside a tampered GT, or a fixed copy
+    if fixed: return fixed != 'fixed copy'
     return bool(info('phantom.json').get('tampered')) or any((d/'GT2.nii.gz').exists() for d in patient_dirs(root))
 
 # %% ../nbs/00_core.ipynb #970145ef
+def _warn_line(msg:str):
+    "Warn with `msg`, shown on one line (no source line), like a command's messages"
+    fmt = warnings.formatwarning
+    warnings.formatwarning = lambda m, *a, **k: f"warning: {m}\n"
+    try: warnings.warn(msg, stacklevel=3)
+    finally: warnings.formatwarning = fmt
+
 def label_name(root:Path|str,    # SEGTHOR-layout tree
                gt_name:str=None, # an explicit choice wins; None: the rule below
               )->str:            # the label file name to read in every patient folder
@@ -128,7 +138,8 @@ def label_name(root:Path|str,    # SEGTHOR-layout tree
         raise SegthorError(f"{root}: GT_fixed.nii.gz in {n_fixed} of {len(dirs)} patients; run segthor-fix on the whole tree")
     name = gt_name or ('GT_fixed.nii.gz' if n_fixed else 'GT.nii.gz')
     if name == 'GT.nii.gz' and looks_tampered(root):
-        warnings.warn(f"{root}: reading GT.nii.gz, which looks like the course's displaced hearts; run segthor-fix first", stacklevel=2)
+        _warn_line(f"{root}: reading GT.nii.gz, which looks like the course's displaced hearts; "
+                   + ("GT_fixed.nii.gz holds them fixed" if n_fixed == len(dirs) else "run segthor-fix first"))
     return name
 
 # %% ../nbs/00_core.ipynb #37f4c0f8
@@ -168,8 +179,9 @@ class TrainConfig:
     augment_nnunet:bool=False          # nnU-Net-style augmentation
     patch_size:int|None=None           # train on random patch_size² crops (2/3 centred on an organ); None: whole slices
     model:str|None=None                # ENet, shallow, samed, samed_fast or SAM2UNet; None: the dataset's
+    hiera_path:str|None=None           # SAM2UNet: the sam2 Hiera checkpoint (sam2_hiera_*.pt); None: random init
     optimizer:str='adamw'              # adam, sgd, adamw or sgd-wd
-    dataset:str='SEGTHOR'              # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM
+    dataset:str='SEGTHOR_MANUAL_SPLIT' # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM
     data_root:str|None=None            # sliced dataset root (train/, val/); None: data/<dataset>
     mode:str='full'                    # full, or partial (the heart unsupervised)
     loss:str|None=None                 # ce, dice_monai, gdl, dce or samed; None: ce for CNNs, samed for SAM models
@@ -179,7 +191,7 @@ class TrainConfig:
     from_checkpoint:str|None=None      # initial weights: safetensors or a weights-only torch file
     gpu:bool=False                     # train on CUDA (an error if there is none)
     num_workers:int=4                  # DataLoader worker processes
-    debug:bool=False                   # only the first 10 slices of each split
+    debug:bool=False                   # only the first 150 slices of each split
     normalize:bool=False               # histogram-equalised images in [-1, 1] instead of [0, 1]
     deterministic:bool=False           # seed 2024 and deterministic algorithms
     use_wandb:bool=False               # log to Weights & Biases (offline without WANDB_API_KEY)
@@ -194,9 +206,10 @@ class TrainConfig:
     model_cfg:dict=field(default_factory=dict) # model builder options, e.g. {"size": "tiny"}
     val_every:int=1                    # validate every n epochs (and after the last)
     progress:bool=True                 # tqdm progress bars and one line per epoch
+    preset:str='ours'                  # ours (fixed defects), or study: the study's pre-processing, loss weights and CRF exactly
 
 # %% ../nbs/00_core.ipynb #0e9d0e94
-TRAIN_CHOICES = dict(model=MODEL_NAMES, optimizer=OPTIMIZERS, dataset=tuple(DATASETS), mode=('full', 'partial'), loss=LOSS_NAMES)
+TRAIN_CHOICES = dict(model=MODEL_NAMES, optimizer=OPTIMIZERS, dataset=tuple(DATASETS), mode=('full', 'partial'), loss=LOSS_NAMES, preset=PRESETS)
 
 # %% ../nbs/00_core.ipynb #92235ea6
 @dataclass
@@ -218,6 +231,83 @@ def config_from(cls, raw:dict, source:str='config'):
     "A `cls` from a dict such as a run's config.json, ignoring unknown keys"
     known = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in raw.items() if k in known})
+
+# %% ../nbs/00_core.ipynb #7d0cd51c
+_TRAIN_ROWS = (  # (commands, ',' between | setting | study | ours | why | what --preset study does)
+    ('train', '--loss for SAM models', 'ignored: 0.2·CE + 0.8·Dice always', 'default samed (the same loss); an explicit --loss is honoured', 'a flag that silently does nothing misleads', 'restored'),
+    ('train', 'best checkpoint', 'mean 2D Dice over validation slices and all organs, empty/empty slices count 1', 'mean 3D Dice per patient over the supervised organs', 'empty slices inflate 2D Dice; the task is scored in 3D', 'restored'),
+    ('train', '--augment / --augment_nnunet range', 'clamped to [0, 1]', 'no clamp', 'the clamp erased the negative half of --normalize images', 'restored'),
+    ('train', '--augment_nnunet spatial transforms', 'never applied (run on the background channel)', 'applied', 'rotations, scaling and mirroring were the point of it', 'restored'),
+    ('train', '--batch_size default', 'None (crashes: the DataLoader yields unbatched slices)', 'the dataset\'s B: 8 (2 for TOY2)', 'the study declared B per dataset but never used it', 'kept'),
+    ('train', '--model default', "'enet' (meaning: the dataset's network)", "None (the dataset's network)", 'same meaning, named honestly', 'same'),
+    ('train', 'adaptive sampler', 'epoch length miscounted; every PNG decoded each epoch', 'exact length; foreground found once', 'bookkeeping: restoring it only slows training', 'kept'),
+    ('train', 'logged losses', 'always 0 (a running sum never updated)', 'the mean loss of each epoch', 'logging only, no effect on the weights', 'kept'),
+    ('train', '--seed', 'only with --deterministic (2024)', 'always set and recorded (2024 with --deterministic)', 'so that --resume continues the same run', 'same'),
+    ('train', '--mode partial for SAM models', 'ignored: the heart still supervised', 'honoured', 'a flag that silently does nothing misleads', 'restored'),
+    ('train', 'SAM2-UNet deep supervision', '(1, 0, 0): side outputs computed, not in the loss', '(1, 0.5, 0.5)', 'the side heads exist to be supervised', 'restored'),
+    ('train', '--debug', 'the first 150 slices of each split', 'the same', '—', 'same'),
+)
+
+# %% ../nbs/00_core.ipynb #24f40340
+_MODEL_ROWS = (  # 'model': every command that builds a model (train, test, test3d)
+    ('model', 'CRF', "crfseg's: 11 taps per axis, not normalised, centre row and column zeroed; learnable weight (init 1) and bandwidth (init 1 px); fixed compatibility", 'normalised Gaussian, σ = 3 px; weight init 0 (starts as the identity); learnable Potts compatibility', 'ours starts harmless and learns which classes may be neighbours', 'restored'),
+    ('model', '--finetune_crf last layer', "the network's last child: ENet's whole final block, for SAMed the whole SAM (encoder too)", 'the layer that makes the class logits (1×1 head, SAM hypernetwork MLPs 1..K, SAM2-UNet head)', "our old fallback, SAM's IoU head, got no gradient: the flag did nothing", 'restored'),
+    ('model', 'SAMed input', 'raw slice values − 0.0457 (std 1), zero-padded into a corner of the canvas', 'intensity range mapped to 0..255, ImageNet mean/std, resized to the canvas', 'SAM was pretrained on such images; padding left 15/16 of the tokens on nothing', 'restored'),
+    ('model', 'SAM checkpoint, decoder', 'mask tokens, hypernetwork MLPs and IoU head re-initialised; position embedding resized bilinearly', 'tokens 0..3, their MLPs and IoU rows loaded; bicubic', 'keep what SAM learned', 'restored'),
+    ('model', 'SAM2-UNet input', 'raw values, no normalisation', '[0, 1], then ImageNet mean/std', 'Hiera was pretrained on ImageNet-normalised images', 'restored'),
+    ('model', 'CRF placement', 'on the logits; for SAMed on its masks output (upsampled to the canvas, cropped to the slice)', 'the same', '—', 'same'),
+    ('model', 'SAMed canvas', 'samed 1024 (its image_size=512 was ignored), samed_fast 512', 'the same', '—', 'same'),
+    ('model', 'loss of the SAM models', '0.2·CE + 0.8·Dice on the main output', 'the samed loss: the same formula (checked equal)', '—', 'same'),
+)
+
+# %% ../nbs/00_core.ipynb #0e7d8b3f
+_DATA_ROWS = (  # slicing, and what the study's test.py and test3d.py did
+    ('slice', 'slicing axis', "the array's last axis, whatever the header says", "the array axis closest to the patient's S axis, in L, P, S order; the layout is recorded and stitching restores the file's own grid", 'a CT stored slice-axis-first (e.g. SRA) was sliced along the wrong axis, silently', 'kept'),
+    ('slice', 'label file', 'GT.nii.gz', 'GT_fixed.nii.gz when segthor-fix wrote it, else GT.nii.gz; the command says which', "GT.nii.gz holds the course's displaced hearts", 'kept'),
+    ('test,test3d', '--from_checkpoint', 'optional: without it an untrained network is scored', '--weights (aliases --from_checkpoint, --model_path), required: a checkpoint or a run folder', 'scoring random weights is never what was meant', 'kept'),
+    ('test,test3d', '--model', 'required: samed, samed_fast, ENet, SAM2UNet (test.py also ensemble)', "the run's (config.json): ENet, shallow, samed, samed_fast or SAM2UNet", "the run records its network; 'ensemble' was two checkpoint files hard-coded in the working folder", 'kept'),
+    ('test,test3d', '--dataset', 'SEGTHOR_MANUAL_SPLIT (or TOY2, SEGTHOR)', "the run's (PHANTOM too)", 'the run records its data', 'kept'),
+    ('test,test3d', '--r', '6', "the run's", 'the weights fix the LoRA rank', 'kept'),
+    ('test,test3d', 'unset model flags', 'the script defaults (no CRF, no normalisation, no Hiera checkpoint)', "the run's settings (config.json)", 'a checkpoint works only as it was trained', 'kept'),
+    ('test,test3d', '--dest', 'results/<checkpoint>_<date>, made and left empty: the CSV went to results_metrics/<model>/metrics2d or metrics3d/', "eval/ beside the weights, holding everything; the study's files in <dest>/metrics2d or metrics3d/", 'one folder per evaluation', 'kept'),
+)
+
+# %% ../nbs/00_core.ipynb #453d3c88
+_SCORE_ROWS = (  # the study's metrics: test.py, test3d.py, test3dnnunet.py ('restored' there: --grid study)
+    ('test', '--save_png', 'the PNGs instead of the metrics', 'the PNGs and the metrics', 'both are wanted; nothing is lost', 'kept'),
+    ('test', '2D overlap of empty organs', 'ε terms: an organ absent from both slices scores Dice, IoU, precision, VS 1', 'NaN (0/0), counted in the summary', 'an absent organ is not a perfect prediction', 'restored'),
+    ('test', '2D Hausdorff', "scipy's directed_hausdorff over all pixels; 0 if both empty, inf if one is", 'between the contours; NaN if either is empty', 'a distance between outlines, without 0 or inf stand-ins', 'restored'),
+    ('test', '2D metrics CSV', 'never written (Path[:-3] raised after the last batch)', "results2d.csv; under --preset study also metrics2d/test_metrics.csv and csv2npy's arrays", 'the results are the point', 'kept'),
+    ('test3d', '--grid', 'the stacked 256² slices, unit spacing: voxels; no HD95, ASSD, NSD', "native: predictions stitched onto each CT's grid, scored in mm", 'the task is defined on the CT, in mm', 'restored'),
+    ('test3d', '3D metrics of empty organs', 'ε terms (absent from both: 1); medpy raises on an empty mask', 'NaN (0/0), counted in the summary', 'an absent organ is not a perfect prediction', 'restored'),
+    ('test3d', '3D metrics CSV name', '<model>_metrics.csv (renamed test_metrics.csv in results_metrics/)', 'metrics3d/test_metrics.csv', "the name results_metrics/ and csv2npy.py's users know", 'same'),
+    ('test3dnnunet', '--folder', "nnU-Net's .npz probabilities", '--pred_dir (alias --folder): Patient_XX.nii.gz label volumes; .npz too with --grid study', 'nnU-Net always writes label volumes; probabilities only with --save_probabilities', 'same'),
+    ('test3dnnunet', '--grid', "the 256² GT slices of data/<dataset>/test, torch's nearest resize, voxels, background included", "native: the held-out labels on each CT's grid, mm, the four organs", 'the task is defined on the CT, in mm', 'restored'),
+    ('test3dnnunet', '--dest', 'results/<dataset>/<date>, made and left empty: the CSV went to results_metrics/<folder>/', "the folder of --out; the study's files in <dest>/metrics3d/", 'results beside each other', 'kept'),
+    ('test3dnnunet', 'missing prediction', 'the script stopped (medpy on an empty mask)', 'a miss (native grid) or all background (study grid), reported', 'every patient is scored', 'kept'),
+)
+STUDY_DEVIATIONS = _TRAIN_ROWS + _MODEL_ROWS + _DATA_ROWS + _SCORE_ROWS
+
+# %% ../nbs/00_core.ipynb #c5767e73
+def deviations(*commands:str)->list: # e.g. 'train', 'model'; none: all
+    "The `STUDY_DEVIATIONS` rows of some commands, as dicts"
+    keys = ('command', 'setting', 'study', 'ours', 'why', 'preset')
+    return [dict(zip(keys, r)) for r in STUDY_DEVIATIONS if not commands or set(r[0].split(',')) & set(commands)]
+
+def deviations_md(*commands:str)->str:
+    "The rows as a Markdown table: setting | study | our default | why | --preset study"
+    rows = [['setting', 'study', 'our default', 'why', '--preset study'], ['---']*5]
+    rows += [[d['setting'], d['study'], d['ours'], d['why'], d['preset']] for d in deviations(*commands)]
+    return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows) + '\n'
+
+# %% ../nbs/00_core.ipynb #a8238009
+def deviations_epilog(*commands:str, switch:str='--preset study')->str|None: # switch: what restores the study's
+    "The `--help` epilogue naming each difference from the study"
+    rows = deviations(*commands)
+    if not rows: return None
+    mark = {'restored': f" [{switch}: the study's]", 'same': '', 'kept': f' [kept under {switch}]'}
+    line = lambda d: f"{d['setting']}: study {d['study']}; ours {d['ours']} ({d['why']}){mark[d['preset']]}"
+    return "Differences from the study:\n" + '\n'.join(textwrap.fill(line(d), 118, initial_indent='  ', subsequent_indent='    ') for d in rows)
 
 # %% ../nbs/00_core.ipynb #e5018391
 @functools.lru_cache
@@ -253,9 +343,11 @@ def _both_spellings(p:argparse.ArgumentParser):
         if isinstance(a, argparse._StoreFalseAction): a.help = (a.help or '').replace('(default: True)', '(on by default; this flag turns it off)')
     return p
 
-def parser_of(func, prog:str=None)->argparse.ArgumentParser:
+def parser_of(func, prog:str=None, epilog:str=None)->argparse.ArgumentParser:
     "The argparse parser of a command function: fastcore's, with both flag spellings"
-    return _both_spellings(anno_parser(func, prog=prog))
+    p = _both_spellings(anno_parser(func, prog=prog))
+    if epilog: p.epilog, p.formatter_class = epilog, type('Fmt', (argparse.RawDescriptionHelpFormatter, p.formatter_class), {})
+    return p
 
 # %% ../nbs/00_core.ipynb #ff13c86b
 USER_ERRORS = (SegthorError, FileNotFoundError, FileExistsError)
@@ -265,7 +357,7 @@ def command(func):
     def _f(*args, **kwargs):
         if args or kwargs: return func(*args, **kwargs)
         prog = Path(sys.argv[0]).name
-        kw = vars(parser_of(func, prog).parse_args(sys.argv[1:]))
+        kw = vars(parser_of(func, prog, getattr(_f, 'epilog', None)).parse_args(sys.argv[1:]))
         kw.pop('pdb', None); kw.pop('xtra', None)
         try: res = func(**kw)
         except USER_ERRORS as e: raise SystemExit(f"{prog}: {e}")

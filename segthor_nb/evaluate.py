@@ -1,4 +1,4 @@
-"""The study's `test.py` (2D metrics per slice, optional PNG export) and `test3d.py` (predict, stitch back to each CT's native grid, 3D metrics in mm) as the functions `test2d` and `test3d`, writing the long-format results, the course's arrays, summary tables and figures
+"""The study's `test.py` (2D metrics per slice, optional PNG export) and `test3d.py` (predict, stitch back to each CT's native grid, 3D metrics in mm — or the study's own stacked-slice scoring) as the functions `test2d` and `test3d`, writing the long-format results, the course's arrays, the study's files, summary tables and figures
 
 Docs: https://segthor-nb.github.io/segthor_nb/evaluate.html.md"""
 
@@ -10,17 +10,19 @@ import dataclasses, json, re, shutil
 from pathlib import Path
 import numpy as np, pandas as pd, torch, matplotlib.pyplot as plt
 from torch import nn
-from .core import DATASETS, SegthorError, TrainConfig, atomic_path, refuse_existing, write_csv, md_table, label_name
+from torch.utils.data import Subset
+from .core import DATASETS, PRESETS, SegthorError, TrainConfig, atomic_path, refuse_existing, write_csv, md_table, label_name
 from .data_fix import VolumeError, save_volume
-from .slicing import SliceDataset, SliceTensors, SlicingError, stitch_volume, stitch_geometry, stitch_folder, write_png
+from .slicing import SliceDataset, SliceTensors, SlicingError, make_loader, stitch_volume, stitch_geometry, stitch_folder, write_png
 from .models import load_run, run_config
 from .metrics import metrics2d, long_format, summarise, summary_table, score_folders, find_label_volumes
+from .metrics import study_metrics2d, study_metrics3d, write_study_metrics
 from .metrics import plot_organ_bars, plot_violins, plot_dice_along_z
 
 # %% auto #0
-__all__ = ['RESULT_NAMES', 'evaluation_setup', 'patient_slices', 'predict_split', 'patients_in_split', 'predict_volumes',
-           'split_gt', 'evaluate3d', 'evaluate2d', 'course_arrays', 'save_course_arrays', 'write_results', 'test3d',
-           'test2d']
+__all__ = ['RESULT_NAMES', 'GRIDS', 'evaluation_setup', 'patient_slices', 'predict_split', 'patients_in_split', 'predict_volumes',
+           'split_gt', 'evaluate3d', 'evaluate2d', 'evaluate3d_study', 'course_arrays', 'save_course_arrays',
+           'write_results', 'eval_grid', 'test3d', 'test2d']
 
 # %% ../nbs/05b_evaluate.ipynb #9e049f83
 def _json_option(name:str, v)->dict:
@@ -51,15 +53,20 @@ def evaluation_setup(weights:Path|str,   # a training run's folder, or a checkpo
                      data_root:str=None, # sliced dataset root (default: the run's, else data/<dataset>)
                      dest:str=None,      # results folder (default: eval/ beside the weights)
                      gpu:bool=False,     # run the model on CUDA
-                     **overrides,        # model, num_classes, model_cfg, r, crf, normalize (None: the run's)
-                    )->dict:             # model, num_classes, normalize, data_root, dest, device
-    "A run's rebuilt model, classes, input scaling, data root and results folder"
+                     preset:str=None,    # metric definitions: 'ours' or 'study' (default: the run's preset)
+                     mode:str='full',    # 'full'; 'partial' is refused, as by the study's test scripts
+                     **overrides,        # model, num_classes, model_cfg, r, hiera_path, crf, finetune_crf, normalize (None: the run's)
+                    )->dict:             # model, num_classes, normalize, data_root, dest, device, preset, batch_size
+    "A run's rebuilt model, classes, input scaling, data, results folder, preset"
+    if preset not in (None, *PRESETS): raise SegthorError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if mode != 'full': raise SegthorError(f"--mode {mode!r}: only 'full' runs can be evaluated (the study's test scripts refused 'partial' too)")
     over, device, weights = _eval_overrides(dataset, gpu, overrides), 'cuda' if gpu else 'cpu', Path(weights)
     net = load_run(weights, device=device, **over)
     cfg, K = _run_and_classes(weights, over)
     root = Path(data_root or cfg.data_root or Path('data')/(dataset or 'SEGTHOR_MANUAL_SPLIT'))
     dest = Path(dest) if dest else (weights if weights.is_dir() else weights.parent)/'eval'
-    return dict(model=net, num_classes=K, normalize=cfg.normalize, data_root=root, dest=dest, device=device)
+    return dict(model=net, num_classes=K, normalize=cfg.normalize, data_root=root, dest=dest, device=device,
+                preset=preset or cfg.preset, batch_size=DATASETS.get(cfg.dataset, {}).get('B', 8))
 
 # %% ../nbs/05b_evaluate.ipynb #0c82b8a5
 def patient_slices(ds:SliceDataset)->dict:
@@ -76,16 +83,17 @@ def patient_slices(ds:SliceDataset)->dict:
     return out
 
 # %% ../nbs/05b_evaluate.ipynb #7ae16f33
-def _patient_probabilities(net:nn.Module, ds:SliceDataset, batch_size:int, device:str):
-    "Yield (patient, (Z, K, H, W) float32 softmax probabilities) per patient"
-    images = SliceTensors(ds)  # the image transform training used ([0, 1], or equalised to [-1, 1])
-    for pid, idx in patient_slices(ds).items():
-        out = []
-        with torch.inference_mode():
-            for b in range(0, len(idx), batch_size):
-                x = torch.stack([images[int(i)]['images'] for i in idx[b:b + batch_size]]).to(device)
-                out.append(torch.softmax(net(x).float(), 1).cpu())
-        yield pid, torch.cat(out).numpy()
+def _patient_probabilities(net:nn.Module, ds:SliceDataset, batch_size:int, device:str, num_workers:int=0):
+    "Yield (patient, (Z, K, H, W) float32 softmax probabilities) per patient; batches in file order"
+    order = list(patient_slices(ds).items())
+    loader = make_loader(Subset(SliceTensors(ds), np.concatenate([i for _, i in order]).tolist()), batch_size, num_workers=num_workers)
+    parts = []  # the transform is training's ([0, 1], or equalised to [-1, 1]); batches may span two patients
+    for b in loader:
+        with torch.inference_mode(): parts.append(torch.softmax(net(b['images'].to(device)).float(), 1).cpu())
+        while order and sum(map(len, parts)) >= len(order[0][1]):
+            (pid, idx), probs = order.pop(0), torch.cat(parts)
+            parts = [probs[len(idx):]]
+            yield pid, probs[:len(idx)].numpy()
 
 # %% ../nbs/05b_evaluate.ipynb #e5b0000a
 def predict_split(net:nn.Module,         # a trained model, e.g. from `models.load_run`
@@ -95,10 +103,12 @@ def predict_split(net:nn.Module,         # a trained model, e.g. from `models.lo
                   normalize:bool=False,  # the model was trained on histogram-equalised [-1, 1] inputs
                   batch_size:int=16,     # slices per forward pass
                   device:str='cpu',
+                  num_workers:int=0,     # DataLoader worker processes
+                  debug:bool=False,      # only the first slices of the split (`SliceDataset`'s debug subset)
                  ):                      # generator of (patient id, (Z, K, H, W) float32 probabilities)
     "Softmax probabilities of a sliced split, one patient at a time, in z order"
-    ds = SliceDataset(data_root, split, num_classes, normalize)  # a missing split fails now, not at the first item
-    return _patient_probabilities(net.to(device).eval(), ds, batch_size, device)
+    ds = SliceDataset(data_root, split, num_classes, normalize, debug)  # a missing split fails now, not at the first item
+    return _patient_probabilities(net.to(device).eval(), ds, batch_size, device, num_workers)
 
 # %% ../nbs/05b_evaluate.ipynb #932bec7b
 def patients_in_split(data_root:Path|str, split:str)->list:
@@ -166,32 +176,51 @@ def evaluate3d(pred_dir:Path|str,             # predicted volumes (Patient_XX in
                nsd_tol:float=2.0,              # NSD tolerance, mm
                surface:str='voxel',            # 'voxel' (MONAI, medpy) or 'surfel' (DeepMind)
                overwrite:bool=False,           # replace the files in gt_dir
+               include_background:bool=False,  # score the background (label 0) too
               )->pd.DataFrame:                 # long-format 3D results (patient, slice NaN, class, metric, value)
     "3D metrics in mm per patient and organ of a split's predicted volumes"
     gts = split_gt(data_root, split, gt_dir, source_dir, gt_name, num_classes, overwrite)
-    return score_folders(pred_dir, gts, nsd_tol=nsd_tol, lcc=lcc, surface=surface, classes=tuple(range(1, num_classes)))
+    classes = tuple(range(0 if include_background else 1, num_classes))
+    return score_folders(pred_dir, gts, nsd_tol=nsd_tol, lcc=lcc, surface=surface, classes=classes)
 
 # %% ../nbs/05b_evaluate.ipynb #b1818322
+def _slice_labels(net:nn.Module, data_root:Path|str, split:str, **predict_kw):
+    "Yield (patient, predicted labels, GT labels, slice names) per patient: (Z, H, W), z order"
+    gt = SliceDataset(data_root, split, predict_kw.get('num_classes', 5), debug=predict_kw.get('debug', False))
+    order = patient_slices(gt)
+    for pid, s in predict_split(net, data_root, split, **predict_kw):
+        idx = order[pid]
+        yield pid, s.argmax(1).astype(np.uint8), gt.arrays[idx, 1]//gt.step, [gt.names[i] for i in idx]
+
 def evaluate2d(net:nn.Module,              # a trained model, e.g. from `models.load_run`
                data_root:Path|str,         # sliced dataset root
                split:str='test',           # its split folder
                png_dir:Path|str=None,      # also write the predicted label PNGs here (values ×63 for K = 5)
                overwrite:bool=False,       # replace existing PNGs
-               **predict_kw,               # `predict_split` options: num_classes, normalize, batch_size, device
+               preset:str='ours',          # 'study': its definitions (`study_metrics2d`)
+               **predict_kw,               # `predict_split` options: num_classes, normalize, batch_size, device, num_workers, debug
               )->pd.DataFrame:             # long-format 2D results (patient, slice, class, metric, value)
     "The study's eight 2D metrics per slice and organ, in pixels of the slices"
-    K = predict_kw.get('num_classes', 5); step = 255//(K - 1)
-    gt = SliceDataset(data_root, split, K)
-    order = patient_slices(gt)
-    if png_dir is not None: refuse_existing([Path(png_dir)/f'{n}.png' for n in gt.names], overwrite)
+    K = predict_kw.get('num_classes', 5); step, score = 255//(K - 1), study_metrics2d if preset == 'study' else metrics2d
+    if png_dir is not None: refuse_existing([Path(png_dir)/f'{n}.png' for n in SliceDataset(data_root, split, K, debug=predict_kw.get('debug', False)).names], overwrite)
     rows = []
-    for pid, s in predict_split(net, data_root, split, **predict_kw):
-        pred, idx = s.argmax(1).astype(np.uint8), order[pid]
+    for pid, pred, gt, names in _slice_labels(net, data_root, split, **predict_kw):
         if png_dir is not None:
-            for i, lab in zip(idx, pred): write_png(Path(png_dir)/f'{gt.names[i]}.png', lab*step, labels=True)
-        res = metrics2d(np.moveaxis(pred, 0, -1), np.moveaxis(gt.arrays[idx, 1]//step, 0, -1), tuple(range(1, K)))
-        rows.append(long_format(res, pid))
+            for n, lab in zip(names, pred): write_png(Path(png_dir)/f'{n}.png', lab*step, labels=True)
+        rows.append(long_format(score(np.moveaxis(pred, 0, -1), np.moveaxis(gt, 0, -1), tuple(range(1, K))), pid))
     return pd.concat(rows, ignore_index=True)
+
+# %% ../nbs/05b_evaluate.ipynb #b62104d4
+def evaluate3d_study(net:nn.Module,                # a trained model, e.g. from `models.load_run`
+                     data_root:Path|str,           # sliced dataset root
+                     split:str='test',             # its split folder
+                     include_background:bool=False, # score the background (label 0) too: test3d.py's flag
+                     **predict_kw,                 # `predict_split` options: num_classes, normalize, batch_size, device, num_workers, debug
+                    )->pd.DataFrame:               # long-format 3D results, the study's eight metrics (voxels)
+    "`test3d.py`: each patient's predicted slices stacked, scored in voxels"
+    classes = tuple(range(0 if include_background else 1, predict_kw.get('num_classes', 5)))
+    return pd.concat([long_format(study_metrics3d(pred, gt, classes), pid)
+                      for pid, pred, gt, _ in _slice_labels(net, data_root, split, **predict_kw)], ignore_index=True)
 
 # %% ../nbs/05b_evaluate.ipynb #ab543080
 def course_arrays(long_df:pd.DataFrame, # long-format results (3D rows: slice NaN; 2D rows: slice = z)
@@ -231,6 +260,7 @@ def save_course_arrays(long_df:pd.DataFrame, # long-format results (3D and/or 2D
 
 # %% ../nbs/05b_evaluate.ipynb #5056cc81
 RESULT_NAMES = {'3d': ('results3d.csv', 'summary.csv', 'summary.md', 'organ_dice.png', 'violins_hd95.png'),
+                '3d_study': ('results3d.csv', 'summary.csv', 'summary.md', 'organ_dice.png', 'violins_hd.png'),
                 '2d': ('results2d.csv', 'summary2d.csv', 'summary2d.md', 'dice_along_z.png')}
 
 def _save_figure(ax, path:Path, title:str)->Path:
@@ -240,9 +270,17 @@ def _save_figure(ax, path:Path, title:str)->Path:
     plt.close(fig); return path
 
 # %% ../nbs/05b_evaluate.ipynb #0c6b9d5a
+def _save_figures(long_df:pd.DataFrame, dest:Path, kind:str)->list:
+    "The figures of `RESULT_NAMES[kind]`"
+    n, names = f"{long_df['patient'].nunique()} patients", RESULT_NAMES[kind]
+    if kind == '2d': return [_save_figure(plot_dice_along_z(long_df), dest/names[3], f'2D Dice along z ({n})')]
+    grid, hd, unit = ('native grid', 'hd95', 'mm') if kind == '3d' else ("the study's stacked slices", 'hd', 'voxels')
+    return [_save_figure(plot_organ_bars(long_df, 'dice'), dest/names[3], f'3D Dice per organ ({n}, {grid})'),
+            _save_figure(plot_violins(long_df, hd), dest/names[4], f'{hd.upper()} per organ, {unit} ({n})')]
+
 def write_results(long_df:pd.DataFrame, # long-format results, all 3D or all 2D
                   dest:Path|str,         # results folder (course arrays go to dest/course)
-                  kind:str='3d',         # '3d' or '2d' (which files; see `RESULT_NAMES`)
+                  kind:str='3d',         # '3d', '3d_study' or '2d' (which files; see `RESULT_NAMES`)
                   num_classes:int=5,     # K, background included
                   overwrite:bool=False,  # replace earlier results
                  )->pd.DataFrame:        # the summary table (organs × metrics)
@@ -254,19 +292,41 @@ def write_results(long_df:pd.DataFrame, # long-format results, all 3D or all 2D
     write_csv(long_df, dest/names[0], overwrite); write_csv(summary.reset_index(), dest/names[1], overwrite)
     with atomic_path(dest/names[2]) as tmp: tmp.write_text(md_table(table))
     save_course_arrays(long_df, dest/'course', num_classes, overwrite)
-    n = f"{long_df['patient'].nunique()} patients"
-    if kind == '3d':
-        _save_figure(plot_organ_bars(long_df, 'dice'), dest/names[3], f'3D Dice per organ ({n}, native grid)')
-        _save_figure(plot_violins(long_df, 'hd95'), dest/names[4], f'HD95 per organ, mm ({n})')
-    else: _save_figure(plot_dice_along_z(long_df), dest/names[3], f'2D Dice along z ({n})')
+    _save_figures(long_df, dest, kind)
     return table
 
 # %% ../nbs/05b_evaluate.ipynb #b1931039
+GRIDS = {'native': "each CT's grid, mm", 'study': "the study's grid: stacked slices, voxels"}
+
+def eval_grid(grid:str|None, # 'native', 'study', or None: the preset's
+              preset:str,    # the evaluation's preset
+              debug:bool=False,
+             )->str:
+    "The grid a 3D evaluation scores on: `grid`, else study under the study's preset"
+    grid = grid or ('study' if preset == 'study' else 'native')
+    if grid not in GRIDS: raise SegthorError(f"--grid {grid!r}: choose one of {', '.join(GRIDS)}")
+    if debug and grid == 'native': raise SegthorError("--debug keeps only the first slices of the split, too few to stitch volumes; add --grid study")
+    return grid
+
+# %% ../nbs/05b_evaluate.ipynb #b9510b6c
+def _native3d(net, root, split, dest, source_dir, gt_name, source_scan_pattern, include_background, lcc, nsd_tol, surface,
+              overwrite, **predict_kw)->pd.DataFrame:
+    "Our 3D evaluation: predictions stitched to each CT's grid, scored in mm"
+    predict_volumes(net, root, split, dest/'predictions', source_scan_pattern, overwrite, **predict_kw)
+    gt_name = label_name(source_dir, gt_name) if source_dir else None
+    print(f"ground truth: {gt_name} in {source_dir}" if source_dir else f"ground truth: the GT slices of {root/split}, stitched back")
+    return evaluate3d(dest/'predictions', root, split, dest/'gt', source_dir, gt_name, predict_kw['num_classes'], lcc, nsd_tol,
+                      surface, overwrite, include_background)
+
+# %% ../nbs/05b_evaluate.ipynb #780fc205
 def test3d(weights:Path|str,         # checkpoint or training run folder
            dataset:str=None,         # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM: K and the default data root
            data_root:str=None,       # sliced dataset root (default: the run's, else data/<dataset>)
            split:str='test',         # split folder to evaluate
            dest:str=None,            # results folder (default: eval/ beside the weights)
+           grid:str=None,            # 'native' (each CT's grid, mm) or 'study' (stacked slices, voxels); None: the preset's
+           include_background:bool=False, # score the background (label 0) too, as test3d.py's flag
+           preset:str=None,          # 'ours' or 'study' (its metric definitions and grid); None: the run's
            source_dir:str=None,      # SEGTHOR-layout tree with the native GT (default: stitch the GT slices)
            gt_name:str=None,         # label file in source_dir's patient folders (default: GT_fixed.nii.gz if all have it)
            source_scan_pattern:str=None, # source scan per patient for the geometry, e.g. "data/src/train/{id_}/GT.nii.gz"
@@ -274,28 +334,33 @@ def test3d(weights:Path|str,         # checkpoint or training run folder
            num_classes:int=None,     # K (default: the run's dataset's)
            model_cfg:dict|str=None,  # builder options, a dict or JSON, e.g. '{"size": "tiny"}' (default: the run's)
            r:int=None,               # LoRA rank (default: the run's)
+           hiera_path:str=None,      # SAM2UNet: the sam2 Hiera checkpoint (default: the run's)
            crf:bool=False,           # the model was trained with crf (else: as the run was)
+           finetune_crf:bool=False,  # ... and finetune_crf (else: as the run was)
            normalize:bool=False,     # histogram-equalised [-1, 1] inputs (else: as the run was)
-           batch_size:int=16,        # slices per forward pass
+           mode:str='full',          # 'partial' is refused, as by the study
+           batch_size:int=None,      # slices per forward pass (default: the dataset's, 8 for SEGTHOR)
+           num_workers:int=0,        # DataLoader worker processes
            gpu:bool=False,           # run the model on CUDA
-           lcc:bool=False,           # keep only the largest connected component of each organ
-           nsd_tol:float=2.0,        # NSD tolerance, mm
-           surface:str='voxel',      # surface definition: 'voxel' (MONAI, medpy) or 'surfel' (DeepMind)
+           debug:bool=False,         # only the first slices of the split (grid 'study')
+           lcc:bool=False,           # native grid: keep only the largest connected component of each organ
+           nsd_tol:float=2.0,        # native grid: NSD tolerance, mm
+           surface:str='voxel',      # native grid: 'voxel' (MONAI, medpy) or 'surfel' (DeepMind)
            overwrite:bool=False,     # replace earlier results in dest
           )->pd.DataFrame:           # the summary table (organs × metrics)
-    "Predict a split, stitch it to each CT's grid, score it in 3D (mm): test3d.py"
-    s = evaluation_setup(weights, dataset, data_root, dest, gpu, model=model, num_classes=num_classes, model_cfg=model_cfg, r=r,
-                         crf=crf or None, normalize=normalize or None)
-    root, dest, K = s['data_root'], s['dest'], s['num_classes']
-    refuse_existing([dest/n for n in RESULT_NAMES['3d']], overwrite)
-    predict_volumes(s['model'], root, split, dest/'predictions', source_scan_pattern, overwrite, num_classes=K,
-                    normalize=s['normalize'], batch_size=batch_size, device=s['device'])
-    gt_name = label_name(source_dir, gt_name) if source_dir else None
-    print(f"ground truth: {gt_name} in {source_dir}" if source_dir else f"ground truth: the GT slices of {root/split}, stitched back")
-    long_df = evaluate3d(dest/'predictions', root, split, dest/'gt', source_dir, gt_name, K, lcc, nsd_tol, surface, overwrite)
-    table = write_results(long_df, dest, '3d', K, overwrite)
+    "Predict a split, score it in 3D on each CT's grid (mm) or the study's: test3d.py"
+    s = evaluation_setup(weights, dataset, data_root, dest, gpu, preset, mode, model=model, num_classes=num_classes, model_cfg=model_cfg,
+                         r=r, hiera_path=hiera_path, crf=crf or None, finetune_crf=finetune_crf or None, normalize=normalize or None)
+    root, dest, K, grid = s['data_root'], s['dest'], s['num_classes'], eval_grid(grid, s['preset'], debug)
+    kind = '3d' if grid == 'native' else '3d_study'
+    refuse_existing([dest/n for n in RESULT_NAMES[kind]] + ([dest/'metrics3d/test_metrics.csv'] if grid == 'study' else []), overwrite)
+    kw = dict(num_classes=K, normalize=s['normalize'], batch_size=batch_size or s['batch_size'], device=s['device'], num_workers=num_workers)
+    if grid == 'study': long_df = evaluate3d_study(s['model'], root, split, include_background, debug=debug, **kw)
+    else: long_df = _native3d(s['model'], root, split, dest, source_dir, gt_name, source_scan_pattern, include_background, lcc, nsd_tol, surface, overwrite, **kw)
+    table = write_results(long_df, dest, kind, K, overwrite)
+    if grid == 'study': write_study_metrics(long_df, dest/'metrics3d', K, overwrite=overwrite)
     print(table.to_string())
-    print(f"{long_df['patient'].nunique()} patients of {root/split} scored in 3D; results in {dest}")
+    print(f"{long_df['patient'].nunique()} patients of {root/split} scored in 3D ({GRIDS[grid]}); results in {dest}")
     return table
 
 # %% ../nbs/05b_evaluate.ipynb #a758271c
@@ -305,24 +370,31 @@ def test2d(weights:Path|str,         # checkpoint or training run folder
            split:str='test',         # split folder to evaluate
            dest:str=None,            # results folder (default: eval/ beside the weights)
            save_png:bool=False,      # also write the predicted label PNGs (×63, the GT's names) to <dest>/png
+           preset:str=None,          # 'ours' or 'study' (its metric definitions and files); None: the run's
            model:str=None,           # ENet, shallow, samed, samed_fast or SAM2UNet (default: the run's)
            num_classes:int=None,     # K (default: the run's dataset's)
            model_cfg:dict|str=None,  # builder options, a dict or JSON, e.g. '{"size": "tiny"}' (default: the run's)
            r:int=None,               # LoRA rank (default: the run's)
+           hiera_path:str=None,      # SAM2UNet: the sam2 Hiera checkpoint (default: the run's)
            crf:bool=False,           # the model was trained with crf (else: as the run was)
+           finetune_crf:bool=False,  # ... and finetune_crf (else: as the run was)
            normalize:bool=False,     # histogram-equalised [-1, 1] inputs (else: as the run was)
-           batch_size:int=16,        # slices per forward pass
+           mode:str='full',          # 'partial' is refused, as by the study
+           batch_size:int=None,      # slices per forward pass (default: the dataset's, 8 for SEGTHOR)
+           num_workers:int=0,        # DataLoader worker processes
            gpu:bool=False,           # run the model on CUDA
+           debug:bool=False,         # only the first slices of the split
            overwrite:bool=False,     # replace earlier results in dest
           )->pd.DataFrame:           # the summary table (organs × metrics)
     "Score every slice of a split with the study's eight 2D metrics: test.py"
-    s = evaluation_setup(weights, dataset, data_root, dest, gpu, model=model, num_classes=num_classes, model_cfg=model_cfg, r=r,
-                         crf=crf or None, normalize=normalize or None)
-    root, dest, K = s['data_root'], s['dest'], s['num_classes']
-    refuse_existing([dest/n for n in RESULT_NAMES['2d']], overwrite)
-    long_df = evaluate2d(s['model'], root, split, dest/'png' if save_png else None, overwrite, num_classes=K,
-                         normalize=s['normalize'], batch_size=batch_size, device=s['device'])
+    s = evaluation_setup(weights, dataset, data_root, dest, gpu, preset, mode, model=model, num_classes=num_classes, model_cfg=model_cfg,
+                         r=r, hiera_path=hiera_path, crf=crf or None, finetune_crf=finetune_crf or None, normalize=normalize or None)
+    root, dest, K, study = s['data_root'], s['dest'], s['num_classes'], s['preset'] == 'study'
+    refuse_existing([dest/n for n in RESULT_NAMES['2d']] + ([dest/'metrics2d/test_metrics.csv'] if study else []), overwrite)
+    kw = dict(num_classes=K, normalize=s['normalize'], batch_size=batch_size or s['batch_size'], device=s['device'], num_workers=num_workers, debug=debug)
+    long_df = evaluate2d(s['model'], root, split, dest/'png' if save_png else None, overwrite, s['preset'], **kw)
     table = write_results(long_df, dest, '2d', K, overwrite)
+    if study: write_study_metrics(long_df, dest/'metrics2d', K, batch_size=kw['batch_size'], overwrite=overwrite)
     print(table.to_string())
     print(f"{long_df['patient'].nunique()} patients, {len(long_df[['patient', 'slice']].drop_duplicates())} slices of {root/split} scored in 2D; results in {dest}")
     return table

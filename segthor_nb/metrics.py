@@ -11,16 +11,18 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
-from .core import CLASSES, ORGAN_RGBA, SegthorError, refuse_existing, write_csv, dice_from_confusion
+from scipy.spatial.distance import directed_hausdorff
+from .core import CLASSES, ORGAN_RGBA, SegthorError, atomic_path, refuse_existing, write_csv, dice_from_confusion, label_name
 from .data_fix import VolumeError, Geometry, load_volume
 
 # %% auto #0
-__all__ = ['SURFACE', 'OVERLAP', 'STUDY2D', 'COUNTS', 'SURFACES', 'synthetic_pair', 'overlap_metrics', 'as_labels',
-           'confusion_counts', 'label_boundary', 'surface_voxels', 'nearest_distances', 'surface_metrics', 'surfels',
-           'organ_surface_metrics', 'metrics3d', 'monai_metrics', 'metrics2d', 'study_metrics3d', 'keep_largest_cc',
-           'long_format', 'summarise', 'summary_table', 'find_label_volumes', 'resample_nearest', 'load_pair',
-           'parse_spacing', 'match_predictions', 'score_folders', 'summary_path', 'write_results', 'plot_organ_bars',
-           'plot_violins', 'plot_dice_along_z']
+__all__ = ['SURFACE', 'OVERLAP', 'STUDY2D', 'COUNTS', 'SURFACES', 'STUDY_METRICS', 'STUDY_NNUNET', 'synthetic_pair',
+           'overlap_metrics', 'as_labels', 'confusion_counts', 'label_boundary', 'surface_voxels', 'nearest_distances',
+           'surface_metrics', 'surfels', 'organ_surface_metrics', 'metrics3d', 'monai_metrics', 'metrics2d',
+           'study_overlap', 'study_metrics3d', 'study_metrics2d', 'keep_largest_cc', 'long_format', 'summarise',
+           'summary_table', 'study_class_names', 'study_table', 'study_arrays', 'write_study_metrics',
+           'find_label_volumes', 'gt_label_name', 'resample_nearest', 'load_pair', 'parse_spacing', 'match_predictions',
+           'score_folders', 'summary_path', 'write_results', 'plot_organ_bars', 'plot_violins', 'plot_dice_along_z']
 
 # %% ../nbs/05_metrics3d.ipynb #bc84c32b
 def _draw_ellipsoid(lab, centre, radii, value):
@@ -233,21 +235,28 @@ def organ_surface_metrics(pred:np.ndarray, gt:np.ndarray, spacing:tuple, # label
     return pd.DataFrame(rows, index=pd.Index(classes, name='class'))
 
 # %% ../nbs/05_metrics3d.ipynb #920c55b2
+def _background_surface(pred, gt, spacing, nsd_tol, surface)->pd.DataFrame:
+    "Surface metrics of the background (label 0), on the whole grid"
+    m = lambda lab: (lab == 0).view(np.uint8)
+    return organ_surface_metrics(m(pred), m(gt), spacing, (1,), nsd_tol, surface).rename(index={1: 0})
+
 def metrics3d(pred:np.ndarray, gt:np.ndarray, # label maps [x, y, z] on the same grid
               spacing:tuple,                  # mm per array axis (e.g. `Geometry.spacing`)
-              classes:tuple=(1, 2, 3, 4),     # organs to score
+              classes:tuple=(1, 2, 3, 4),     # organs to score (0: the background too, on the whole grid)
               nsd_tol:float=2.0,              # NSD tolerance, mm
               surface:str='voxel',            # one of SURFACES: 'voxel' (MONAI, medpy) or 'surfel' (DeepMind)
              )->pd.DataFrame:                 # one row per organ: OVERLAP + SURFACE metrics + COUNTS
     "Overlap and surface metrics of each organ of one patient, in mm"
     pred, gt, spacing = _check_pair(pred, gt, spacing)
     if surface not in SURFACES: raise SegthorError(f"surface must be one of {SURFACES}, not {surface!r}")
-    n_total, box = pred.size, _foreground_box(pred, gt) or (slice(0, 0),) * pred.ndim
-    pred, gt = pred[box], gt[box]
-    L = int(max(max(classes), pred.max(initial=0), gt.max(initial=0))) + 1
-    cm = confusion_counts(pred, gt, L) if pred.size else np.zeros((L, L), np.int64)
-    res = pd.DataFrame(overlap_metrics(cm, classes, n_total), index=pd.Index(classes, name='class'))
-    res[SURFACE] = organ_surface_metrics(pred, gt, spacing, classes, nsd_tol, surface)
+    box = _foreground_box(pred, gt) or (slice(0, 0),) * pred.ndim
+    p, g = pred[box], gt[box]
+    L = int(max(max(classes), p.max(initial=0), g.max(initial=0))) + 1
+    cm = confusion_counts(p, g, L) if p.size else np.zeros((L, L), np.int64)
+    cm[0, 0] += pred.size - p.size  # outside the box both are background
+    res = pd.DataFrame(overlap_metrics(cm, classes), index=pd.Index(classes, name='class'))
+    surf = organ_surface_metrics(p, g, spacing, tuple(c for c in classes if c), nsd_tol, surface)
+    res[SURFACE] = pd.concat([_background_surface(pred, gt, spacing, nsd_tol, surface), surf]) if 0 in classes else surf
     return res[OVERLAP + SURFACE + COUNTS]
 
 # %% ../nbs/05_metrics3d.ipynb #29607ce9
@@ -300,13 +309,59 @@ def metrics2d(pred:np.ndarray, gt:np.ndarray,   # label maps [x, y, z] (slices a
     return pd.DataFrame({m: np.asarray(res[m]).ravel() for m in STUDY2D + COUNTS}, index=idx)
 
 # %% ../nbs/05_metrics3d.ipynb #39711740
-def study_metrics3d(pred_slices:np.ndarray, gt_slices:np.ndarray, # (Z, 256, 256) stacks of slice label maps, or [x, y, z]
-                    classes:tuple=(1, 2, 3, 4),
-                    stacked_first:bool=True,                       # slices along the first axis (as a stack of PNGs)
-                   )->pd.DataFrame:
-    "The study's 3D metrics: resized slice stack, spacing 1 (reproduction only)"
-    if stacked_first: pred_slices, gt_slices = np.moveaxis(pred_slices, 0, -1), np.moveaxis(gt_slices, 0, -1)
-    return metrics3d(pred_slices, gt_slices, (1., 1., 1.), classes)
+STUDY_METRICS = {'dice': 'Dice', 'sensitivity': 'Sensitivity', 'specificity': 'Specificity', 'hd': 'Hausdorff', 'iou': 'IoU',
+                 'precision': 'Precision', 'vs': 'Volumetric', 'voe': 'VOE'}  # ours -> the study's metric_type, test.py's order
+STUDY_NNUNET = ['dice', 'sensitivity', 'specificity', 'iou', 'hd', 'precision', 'vs', 'voe']  # test3dnnunet.py's order
+
+def study_overlap(cm:np.ndarray, # (..., L, L) confusion counts, rows ground truth
+                  classes:tuple, # labels to score
+                 )->dict:        # STUDY2D except hd, and COUNTS -> (..., len(classes)) arrays
+    "The study's seven overlap metrics from confusion counts: its ε terms, float32"
+    f, cls, cm = np.float32, np.asarray(classes), np.asarray(cm, np.int64)
+    tp, n_gt, n_pred = np.diagonal(cm, axis1=-2, axis2=-1)[..., cls], cm.sum(-1)[..., cls], cm.sum(-2)[..., cls]
+    fp, fn = n_pred - tp, n_gt - tp
+    tn = cm.sum((-2, -1))[..., None] - n_gt - n_pred + tp
+    iou = (f(tp) + f(1e-8)) / (f(tp + fp + fn) + f(1e-8))
+    return dict(dice=(2*f(tp) + f(1e-8)) / (f(n_gt + n_pred) + f(1e-8)), sensitivity=f(tp) / (f(tp + fn) + f(1e-10)),
+                specificity=f(tn) / (f(tn + fp) + f(1e-10)), iou=iou, precision=(f(tp) + f(1e-8)) / (f(n_pred) + f(1e-8)),
+                vs=1 - np.abs(f(n_gt) - f(n_pred)) / (f(n_gt) + f(n_pred) + f(1e-6)), voe=1 - iou, n_gt=n_gt, n_pred=n_pred)
+
+# %% ../nbs/05_metrics3d.ipynb #2553f280
+def _study_hd(p:np.ndarray, g:np.ndarray)->float:
+    "medpy's `hd` of two boolean masks in voxels; NaN where one is empty (medpy raises)"
+    box = _foreground_box(p, g)
+    if box is None or not (p.any() and g.any()): return np.nan
+    sp, sg = (surface_voxels(m[box].view(np.uint8), (1,))[1] for m in (p, g))
+    one = (1.,) * p.ndim
+    return float(max(nearest_distances(sp, sg, one).max(), nearest_distances(sg, sp, one).max()))
+
+def study_metrics3d(pred:np.ndarray, gt:np.ndarray, # one patient's label maps, e.g. its stacked slices (Z, 256, 256)
+                    classes:tuple=(1, 2, 3, 4),     # labels to score; 0 adds the background
+                   )->pd.DataFrame:                 # index class; STUDY2D + COUNTS columns
+    "`test3d.py`'s metrics of one patient: its ε terms and medpy's HD, in voxels"
+    pred, gt, _ = _check_pair(pred, gt, (1.,) * np.ndim(pred))
+    L = int(max(max(classes), pred.max(initial=0), gt.max(initial=0))) + 1
+    res = study_overlap(confusion_counts(pred, gt, L), classes)
+    res['hd'] = np.array([_study_hd(pred == c, gt == c) for c in classes], np.float32)
+    return pd.DataFrame({m: res[m] for m in STUDY2D + COUNTS}, index=pd.Index(classes, name='class'))
+
+# %% ../nbs/05_metrics3d.ipynb #66b3f8f3
+def _study_hd2d(p:np.ndarray, g:np.ndarray)->float:
+    "`test.py`'s Hausdorff of two 2D masks: scipy's directed distances over all pixels, the larger"
+    a, b = np.argwhere(g), np.argwhere(p)
+    return max(directed_hausdorff(a, b)[0], directed_hausdorff(b, a)[0])  # 0 from an empty set, ∞ to one
+
+def study_metrics2d(pred:np.ndarray, gt:np.ndarray, # label maps [x, y, z] (slices along z) or a single slice [x, y]
+                    classes:tuple=(1, 2, 3, 4),     # organs to score
+                   )->pd.DataFrame:                 # index (slice, class); STUDY2D + COUNTS columns
+    "`test.py`'s eight metrics per slice: its ε terms, HD over all pixels"
+    if np.ndim(pred) == 2: pred, gt = np.asarray(pred)[..., None], np.asarray(gt)[..., None]
+    pred, gt, _ = _check_pair(pred, gt, (1., 1., 1.))
+    L, Z = int(max(max(classes), pred.max(initial=0), gt.max(initial=0))) + 1, pred.shape[-1]
+    res = study_overlap(confusion_counts(pred, gt, L, per_slice=True), classes)
+    res['hd'] = np.array([[_study_hd2d(pred[..., z] == c, gt[..., z] == c) for c in classes] for z in range(Z)], np.float32)
+    idx = pd.MultiIndex.from_product([range(Z), classes], names=['slice', 'class'])
+    return pd.DataFrame({m: np.asarray(res[m]).ravel() for m in STUDY2D + COUNTS}, index=idx)
 
 # %% ../nbs/05_metrics3d.ipynb #0cc16058
 def keep_largest_cc(lab:np.ndarray,             # label map
@@ -373,6 +428,50 @@ def summary_table(summary:pd.DataFrame,                                         
     tab['misses'] = cases['misses']
     return tab
 
+# %% ../nbs/05_metrics3d.ipynb #9d831a44
+def study_class_names(num_classes:int=5)->list:
+    "The study's class names (its `datasets_params`), label k at index k"
+    return {5: ['Background', 'Esophagus', 'Heart', 'Trachea', 'Aorta'], 2: ['background', 'foreground']}.get(num_classes, [str(k) for k in range(num_classes)])
+
+def study_table(long_df:pd.DataFrame,  # long-format results with STUDY2D metrics: all 3D rows (slice NaN) or all 2D
+                num_classes:int=5,     # K: the class names
+                metrics:list=STUDY2D,  # metric order: STUDY2D (test.py, test3d.py) or STUDY_NNUNET
+                batch_size:int=None,   # 2D: slices per batch of the study's loader (None: one batch)
+               )->pd.DataFrame:        # columns patient_id, slice_name, class, metric_type, metric_value
+    "The rows of the study's `test_metrics.csv`, in its order and spelling"
+    d = long_df[long_df['metric'].isin(metrics)].assign(m=lambda x: x['metric'].map(metrics.index))
+    two_d = bool(d['slice'].notna().any())
+    if two_d: d = d.assign(batch=d.groupby(['patient', 'slice']).ngroup() // (batch_size or len(d) + 1))
+    d = d.sort_values(['batch', 'm', 'patient', 'slice', 'class'] if two_d else ['patient', 'm', 'class'], kind='stable')
+    names = study_class_names(num_classes)
+    return pd.DataFrame({'patient_id': d['patient'].str.split('_').str[-1].to_numpy(),
+                         'slice_name': [f'{int(z):04d}' for z in d['slice']] if two_d else np.nan,
+                         'class': [names[int(c)] for c in d['class']], 'metric_type': d['metric'].map(STUDY_METRICS).to_numpy(),
+                         'metric_value': d['value'].to_numpy(np.float32)})
+
+# %% ../nbs/05_metrics3d.ipynb #7311740e
+def study_arrays(csv:Path|str)->dict:
+    "`csv2npy.py` on a `test_metrics.csv`: metric_type -> (patients, classes, 1) means"
+    df = pd.read_csv(csv)
+    patients, classes, out = df['patient_id'].unique(), df['class'].unique(), {}
+    for m, d in df.groupby('metric_type', sort=False):
+        mean = d.groupby(['patient_id', 'class'])['metric_value'].agg(lambda s: s.mean())
+        out[m] = np.array([[[mean.get((p, c), np.nan)] for c in classes] for p in patients])
+    return out
+
+def write_study_metrics(long_df:pd.DataFrame, # long-format results with STUDY2D metrics (all 3D or all 2D rows)
+                        dest:Path|str,         # folder: test_metrics.csv and <metric_type>.npy
+                        num_classes:int=5, metrics:list=STUDY2D, batch_size:int=None, # as for `study_table`
+                        overwrite:bool=False,  # replace existing files
+                       )->list:                # the files written
+    "The study's `test_metrics.csv` and csv2npy's arrays beside it, atomically"
+    dest = Path(dest); files = [dest/'test_metrics.csv'] + [dest/f'{STUDY_METRICS[m]}.npy' for m in metrics]
+    refuse_existing(files, overwrite)
+    with atomic_path(files[0]) as tmp: study_table(long_df, num_classes, metrics, batch_size).to_csv(tmp)  # index column kept
+    for name, a in study_arrays(files[0]).items():
+        with atomic_path(dest/f'{name}.npy') as tmp, open(tmp, 'wb') as fh: np.save(fh, a)
+    return files
+
 # %% ../nbs/05_metrics3d.ipynb #aad2b529
 _PATIENT = re.compile(r'Patient_(\d+)')
 
@@ -393,6 +492,15 @@ def find_label_volumes(folder:Path|str,   # folder searched recursively for .nii
         if pid in found: raise VolumeError(f"{folder}: two volumes for {pid}: {found[pid]} and {f}")
         found[pid] = f
     return dict(sorted(found.items()))
+
+# %% ../nbs/05_metrics3d.ipynb #866dbd3d
+def gt_label_name(gt_dir:Path|str,  # a SEGTHOR tree, its train/ folder, or a flat folder of label volumes
+                  gt_name:str=None, # an explicit choice wins
+                 )->str:            # the label file read in each Patient_XX folder
+    "`core.label_name`'s rule for a SEGTHOR tree or its train/; else `gt_name` or GT.nii.gz"
+    d = Path(gt_dir)
+    root = d if (d/'train').is_dir() else d.parent if d.name == 'train' and d.is_dir() else None
+    return label_name(root, gt_name) if root is not None else gt_name or 'GT.nii.gz'
 
 # %% ../nbs/05_metrics3d.ipynb #847cacc1
 def resample_nearest(lab:np.ndarray, geom:Geometry, # label map and its geometry
@@ -431,9 +539,10 @@ def parse_spacing(spacing_from:str, # 'gt', 'pred', or 'sx,sy,sz' in mm
 
 # %% ../nbs/05_metrics3d.ipynb #518ae220
 def match_predictions(pred_dir:Path|str, gt_dir:Path|str, # folders of predicted and GT label volumes
-                      gt_name:str='GT.nii.gz',            # label file name in SEGTHOR-layout patient folders
+                      gt_name:str=None,                   # label file in SEGTHOR-layout patient folders; None: `gt_label_name`
                      )->dict:                             # patient id -> (prediction path or None, GT path)
     "Each GT patient's prediction (None: a miss); extra predictions are reported"
+    gt_name = gt_label_name(gt_dir, gt_name)
     gts, preds = find_label_volumes(gt_dir, gt_name), find_label_volumes(pred_dir)
     if not gts: raise VolumeError(f"{gt_dir}: no label volumes (Patient_XX in a file name, or Patient_XX/{gt_name})")
     for pid in sorted(set(preds) - set(gts)): print(f"{pid}: prediction {preds[pid]} has no ground truth; ignored", file=sys.stderr)
@@ -446,17 +555,17 @@ def score_folders(pred_dir:Path|str, gt_dir:Path|str, # folders of predicted and
                   nsd_tol:float=2.0,                   # NSD tolerance, mm
                   lcc:bool=False,                      # keep the largest connected component per organ first
                   resample:bool=False,                 # resample predictions onto the GT grid when they differ
-                  gt_name:str='GT.nii.gz',             # label file name in SEGTHOR-layout patient folders
+                  gt_name:str=None,                    # label file in SEGTHOR-layout patient folders; None: `gt_label_name`
                   surface:str='voxel',                 # one of SURFACES (see `metrics3d`)
-                  classes:tuple=(1, 2, 3, 4),
+                  classes:tuple=(1, 2, 3, 4),          # labels to score (0: the background too)
                  )->pd.DataFrame:                      # long-format 3D results
     "3D metrics of every GT patient against its prediction (none: a miss)"
-    rule, rows = parse_spacing(spacing_from), []
+    rule, rows, organs = parse_spacing(spacing_from), [], tuple(c for c in classes if c)
     if surface not in SURFACES: raise SegthorError(f"surface must be one of {SURFACES}, not {surface!r}")
     for pid, (pred_path, gt_path) in match_predictions(pred_dir, gt_dir, gt_name).items():
         if pred_path is not None: pred, gt, g_geom, p_geom = load_pair(pred_path, gt_path, resample)
         else: (gt, g_geom), p_geom = load_volume(gt_path, 'gt'), None; pred = np.zeros_like(gt)
-        if lcc: pred = keep_largest_cc(pred, classes)
+        if lcc: pred = keep_largest_cc(pred, organs)
         spacing = rule if isinstance(rule, tuple) else (p_geom or g_geom).spacing if rule == 'pred' else g_geom.spacing
         rows.append(long_format(metrics3d(pred, gt, spacing, classes, nsd_tol, surface), pid))
     return pd.concat(rows, ignore_index=True)

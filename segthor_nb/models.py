@@ -14,16 +14,17 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import save_file, load_file, safe_open
-from .core import SegthorError, TrainConfig, DATASETS, MODEL_NAMES, read_json, config_from
+from .core import SegthorError, TrainConfig, DATASETS, MODEL_NAMES, read_json, config_from, PRESETS
 
 # %% auto #0
 __all__ = ['MODEL_REGISTRY', 'MODEL_ALIASES', 'SAM_MODELS', 'CheckpointError', 'clean_state_dict', 'unwrap', 'check_state_dict',
            'save_weights', 'checkpoint_metadata', 'trainable_keys', 'read_state_dict', 'load_weights',
-           'ModelInputError', 'ModelError', 'check_input', 'conv_bn_prelu', 'asym_bn_prelu', 'Bottleneck',
-           'DownBottleneck', 'UpBottleneck', 'InitialBlock', 'enet_stage', 'init_xavier', 'ENet', 'n_params',
-           'trainable_summary', 'shape_trace', 'ShallowNet', 'MeanFieldCRF', 'CRF', 'last_layer', 'freeze_for_crf',
-           'ensemble_weights', 'Ensemble', 'build_enet', 'build_shallow', 'model_key', 'model_builder', 'get_model',
-           'checkpoint_keys', 'builder_options', 'build_model', 'run_config', 'checkpoint_path', 'load_run']
+           'ModelInputError', 'ModelError', 'check_input', 'check_preset', 'conv_bn_prelu', 'asym_bn_prelu',
+           'Bottleneck', 'DownBottleneck', 'UpBottleneck', 'InitialBlock', 'enet_stage', 'init_xavier', 'ENet',
+           'n_params', 'trainable_summary', 'shape_trace', 'ShallowNet', 'MeanFieldCRF', 'StudyCRF', 'CRF',
+           'last_layer', 'freeze_for_crf', 'ensemble_weights', 'Ensemble', 'build_enet', 'build_shallow', 'model_key',
+           'model_builder', 'get_model', 'checkpoint_keys', 'builder_options', 'build_model', 'run_config',
+           'checkpoint_path', 'load_run']
 
 # %% ../nbs/02_models.ipynb #c71b3ea5
 class CheckpointError(SegthorError):
@@ -178,6 +179,12 @@ def check_input(x:Tensor,        # input batch
     if h % multiple or w % multiple:
         raise ModelInputError(f"{name} needs H and W divisible by {multiple}, got {h}×{w}; pad or resize the slice")
 
+# %% ../nbs/02_models.ipynb #693be67d
+def check_preset(preset:str)->str:
+    "`preset` if it is one of `segthor_nb.core.PRESETS`, else `ModelError`"
+    if preset not in PRESETS: raise ModelError(f"preset {preset!r}: unknown; choose {', '.join(PRESETS)}")
+    return preset
+
 # %% ../nbs/02_models.ipynb #31bf1c9f
 def conv_bn_prelu(ci:int, co:int, k:int=1, stride:int=1, dilation:int=1, bias:bool=True)->nn.Sequential:
     "k×k convolution ('same' padding for odd k), BatchNorm, PReLU"
@@ -283,6 +290,8 @@ class ENet(nn.Module):
         x5 = self.stage5(self.up5(x4, idx1, x0))  # 1/2
         return self.final(self.upsample(x5))
 
+    def last_layer(self)->nn.Module: return self.final[-1]  # the 1×1 convolution to class logits
+
 # %% ../nbs/02_models.ipynb #dd46798d
 def n_params(model:nn.Module, trainable:bool=False)->int:
     "Number of parameters of `model` (only those with `requires_grad` if `trainable`)"
@@ -331,6 +340,7 @@ class ShallowNet(nn.Module):
     def forward(self, x:Tensor, aux:bool=False)->Tensor: # aux: accepted and ignored
         check_input(x, self.in_channels, 1, 'ShallowNet')
         return self.head(self.body(x))
+    def last_layer(self)->nn.Module: return self.head  # the 1×1 convolution to class logits
 
 # %% ../nbs/02_models.ipynb #68451986
 class MeanFieldCRF(nn.Module):
@@ -357,29 +367,61 @@ class MeanFieldCRF(nn.Module):
             out = logits - self.kernel_weight * pairwise
         return out
 
+# %% ../nbs/02_models.ipynb #40697244
+class StudyCRF(nn.Module):
+    "The study's (crfseg) CRF: learnable weight and bandwidth, 11-tap kernel"
+    def __init__(self, n_iter:int=5, filter_size:int=11, weight:float=1., theta:float=1.): # theta: bandwidth (px)
+        super().__init__()
+        self.n_iter, self.filter_size = n_iter, filter_size
+        self.smoothness_weight = nn.Parameter(torch.tensor(float(weight)))
+        self.inv_smoothness_theta = nn.Parameter(torch.full((2,), 1/theta))
+    def taps(self, axis:int)->Tensor:
+        "1-D Gaussian taps along `axis` (0: H, 1: W), centre tap 0, not normalised"
+        d = torch.arange(-(self.filter_size//2), self.filter_size//2 + 1, device=self.inv_smoothness_theta.device)
+        return torch.exp(-(d * self.inv_smoothness_theta[axis])**2 / 2) * (d != 0)
+    def message(self, q:Tensor)->Tensor:
+        "Separable filtering of the probabilities, zero padding"
+        K, r, kh, kw = q.shape[1], self.filter_size//2, self.taps(0).to(q.dtype), self.taps(1).to(q.dtype)
+        o = F.conv2d(q, kh.view(1, 1, -1, 1).expand(K, 1, -1, 1), padding=(r, 0), groups=K)
+        return F.conv2d(o, kw.view(1, 1, 1, -1).expand(K, 1, 1, -1), padding=(0, r), groups=K)
+    def forward(self, logits:Tensor)->Tensor:
+        out = logits
+        for _ in range(self.n_iter): out = logits + self.smoothness_weight * self.message(out.softmax(1))
+        return out
+
 # %% ../nbs/02_models.ipynb #74d21733
 class CRF(nn.Module):
-    "Wrap `model` so that its logits are refined by a `MeanFieldCRF`"
-    def __init__(self, model:nn.Module, num_classes:int, n_iter:int=5, sigma:float=3.0):
+    "Wrap `model` so its logits are refined by a mean-field CRF (ours or study's)"
+    def __init__(self, model:nn.Module, num_classes:int, n_iter:int=5,
+                 sigma:float|None=None, # kernel width in px; None: the preset's (ours 3, study 1, learnable)
+                 preset:str='ours',     # 'ours': `MeanFieldCRF`; 'study': `StudyCRF` and the study's finetune rule
+                ):
         super().__init__()
-        self.model, self.crf = model, MeanFieldCRF(num_classes, n_iter, sigma)
+        self.model, self.preset = model, check_preset(preset)
+        self.crf = MeanFieldCRF(num_classes, n_iter, sigma or 3.) if preset == 'ours' else StudyCRF(n_iter, theta=sigma or 1.)
     def forward(self, x:Tensor, aux:bool=False): # aux: pass through the wrapped model's side outputs
         if not aux: return self.crf(self.model(x))
         out = self.model(x, aux=True)
         return (self.crf(out[0]), out[1]) if isinstance(out, tuple) else self.crf(out)
+    @property
+    def aux_weights(self): return self.model.aux_weights  # the wrapped model's deep-supervision weights, if any
 
 # %% ../nbs/02_models.ipynb #8ce0bcae
-def last_layer(model:nn.Module)->nn.Module:
-    "`model.last_layer()` if defined, else the last leaf module with parameters"
+def last_layer(model:nn.Module,   # a registry model (compile / DDP wrappers looked through)
+               preset:str='ours', # 'ours': its `last_layer()`; 'study': its last child module
+              )->nn.Module:
+    "The part of `model` that `finetune_crf` trains along with the CRF"
     model = unwrap(model)
-    if hasattr(model, 'last_layer'): return model.last_layer()
-    leaves = [m for m in model.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
-    if not leaves: raise ValueError(f"{type(model).__name__} has no parameters, so no last layer to fine-tune")
-    return leaves[-1]
+    if check_preset(preset) == 'study':
+        if not (children := list(model.children())): raise ModelError(f"{type(model).__name__} has no child module to fine-tune")
+        return children[-1]
+    if not hasattr(model, 'last_layer'):
+        raise ModelError(f"{type(model).__name__} names no last_layer(), so finetune_crf cannot tell which layer gives the logits")
+    return model.last_layer()
 
 # %% ../nbs/02_models.ipynb #74d24963
 def freeze_for_crf(model:CRF,               # a `CRF`-wrapped model
-                   finetune_last:bool=False, # also train the wrapped model's last layer
+                   finetune_last:bool=False, # also train the wrapped model's last layer (by the CRF's preset)
                   )->CRF:
     "Train only the CRF (and, if `finetune_last`, the model's last layer)"
     if not isinstance(unwrap(model), CRF): raise TypeError(f"freeze_for_crf needs a CRF-wrapped model, got {type(model).__name__}")
@@ -387,7 +429,7 @@ def freeze_for_crf(model:CRF,               # a `CRF`-wrapped model
     for p in crf.parameters(): p.requires_grad_(False)
     for p in crf.crf.parameters(): p.requires_grad_(True)
     if finetune_last:
-        for p in last_layer(crf.model).parameters(): p.requires_grad_(True)
+        for p in last_layer(crf.model, crf.preset).parameters(): p.requires_grad_(True)
     return model
 
 # %% ../nbs/02_models.ipynb #823c7af9
@@ -420,12 +462,16 @@ class Ensemble(nn.Module):
 # %% ../nbs/02_models.ipynb #2a504444
 def build_enet(num_classes:int, in_channels:int=1,
                size:str|None=None, # ignored: ENet is already small
-               kernels:int=16, factor:int=4)->ENet:
+               kernels:int=16, factor:int=4,
+               preset:str='ours',  # checked only: the study's ENet is this one
+              )->ENet:
     "ENet from registry options"
+    check_preset(preset)
     return ENet(in_channels, num_classes, kernels=kernels, factor=factor)
 
-def build_shallow(num_classes:int, in_channels:int=1, size:str|None=None, width:int=16)->ShallowNet:
-    "ShallowNet from registry options (`size` ignored)"
+def build_shallow(num_classes:int, in_channels:int=1, size:str|None=None, width:int=16, preset:str='ours')->ShallowNet:
+    "ShallowNet from registry options (`size` ignored, `preset` checked only)"
+    check_preset(preset)
     return ShallowNet(in_channels, num_classes, width=width)
 
 # %% ../nbs/02_models.ipynb #73ce9176
@@ -469,11 +515,13 @@ def checkpoint_keys(model:nn.Module)->list|None:
 
 # %% ../nbs/02_models.ipynb #41933973
 def builder_options(cfg:TrainConfig)->dict:
-    "A run's builder options: `model_cfg`, plus `r` and `value_range` for SAM"
+    "Builder options: `model_cfg`, `preset`, `r` (SAMed), `hiera_path`, `value_range`"
     if not isinstance(cfg.model_cfg or {}, dict): raise ModelError(f"--model_cfg must be a JSON object, got {cfg.model_cfg!r}")
     key, kw = model_key(cfg.model or DATASETS[cfg.dataset]['net']), dict(cfg.model_cfg or {})
+    kw.setdefault('preset', cfg.preset)
     if key in ('samed', 'samed_fast'): kw.setdefault('r', cfg.r)
-    if key in SAM_MODELS: kw.setdefault('value_range', (-1., 1.) if cfg.normalize else (0., 1.))
+    if key == 'sam2unet' and cfg.hiera_path: kw.setdefault('checkpoint', cfg.hiera_path)   # the study's --hiera_path
+    if key in SAM_MODELS and kw['preset'] == 'ours': kw.setdefault('value_range', (-1., 1.) if cfg.normalize else (0., 1.))
     return kw
 
 # %% ../nbs/02_models.ipynb #ab8f8079
@@ -485,7 +533,7 @@ def build_model(cfg:TrainConfig, # the run's configuration (`model` None: the da
     if cfg.from_checkpoint:
         partial = len(read_state_dict(cfg.from_checkpoint)) < len(model.state_dict())
         load_weights(model, cfg.from_checkpoint, keys=checkpoint_keys(model) if partial else None)
-    if cfg.crf: model = freeze_for_crf(CRF(model, K), finetune_last=cfg.finetune_crf)
+    if cfg.crf: model = freeze_for_crf(CRF(model, K, preset=cfg.preset), finetune_last=cfg.finetune_crf)
     return model
 
 # %% ../nbs/02_models.ipynb #cb129dd7

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .core import CLASSES, SegthorError, atomic_path, write_json, read_json, patient_dirs, label_name, looks_tampered
 from .data_fix import load_volume, save_volume
-from .metrics import score_folders
+from .metrics import score_folders, find_label_volumes, long_format, study_metrics3d
 
 # %% auto #0
 __all__ = ['SEGTHOR_LABELS', 'MANUAL_SPLIT', 'TINY_TRAINER', 'NnunetError', 'dataset_dir', 'dataset_json', 'export_label_name',
            'check_split', 'export_case', 'export_nnunet', 'verify_dataset', 'export_and_verify', 'export_report',
            'nnunet_commands', 'tiny_trainer', 'write_trainer_dir', 'nnunet_env', 'run_nnunet', 'nnunet_gt_folder',
-           'score_nnunet']
+           'score_nnunet', 'nnunet_slices', 'nnunet_predictions', 'score_nnunet_study']
 
 # %% ../nbs/05a_nnunet.ipynb #648bfd15
 class NnunetError(SegthorError):
@@ -287,3 +287,45 @@ def score_nnunet(pred_dir:Path|str,   # nnU-Net's output folder
     if not Path(pred_dir).is_dir(): raise NnunetError(f"{pred_dir}: no such prediction folder")
     folder, name = nnunet_gt_folder(gt_root, gt_name)
     return score_folders(pred_dir, folder, nsd_tol=nsd_tol, lcc=lcc, gt_name=name, surface=surface)
+
+# %% ../nbs/05a_nnunet.ipynb #21af33f1
+def _torch_nearest(n_in:int, n_out:int)->np.ndarray:
+    "Source index of each output pixel under torch's `interpolate(mode='nearest')`"
+    scale = np.float32(n_in) / np.float32(n_out)
+    return np.minimum(np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64), n_in - 1)
+
+def nnunet_slices(path:Path|str, # an nnU-Net prediction: label volume (.nii.gz) or probabilities (.npz, (K, z, y, x))
+                  shape:tuple,   # the slice grid (the PNG arrays' shape)
+                 )->np.ndarray:  # (Z, *shape) uint8 labels
+    "A prediction on the study's slice grid, resized as test3dnnunet.py did"
+    path = Path(path)
+    if path.name.endswith('.npz'): lab = np.load(path)['probabilities'].argmax(0).transpose(2, 1, 0)  # (z, y, x) -> [x, y, z]
+    else: lab = load_volume(path, 'gt')[0]
+    lab = lab[_torch_nearest(lab.shape[0], shape[0])][:, _torch_nearest(lab.shape[1], shape[1])]
+    return np.ascontiguousarray(np.moveaxis(lab, -1, 0), dtype=np.uint8)
+
+# %% ../nbs/05a_nnunet.ipynb #4413c738
+def nnunet_predictions(folder:Path|str)->dict: # nnU-Net's output folder
+    "nnU-Net's predictions by patient id: label volumes, else .npz probabilities"
+    if not Path(folder).is_dir(): raise NnunetError(f"{folder}: no such prediction folder")
+    npz = {f"Patient_{int(m[1]):02d}": f for f in sorted(Path(folder).glob('*.npz')) if (m := re.search(r'Patient_(\d+)', f.name))}
+    return npz | find_label_volumes(folder)
+
+def score_nnunet_study(pred_dir:Path|str,   # nnU-Net's output folder
+                       data_root:Path|str,  # sliced dataset root (the study: data/SEGTHOR_MANUAL_SPLIT)
+                       split:str='test',    # its split whose GT slices are the reference
+                       num_classes:int=5,   # K
+                       debug:bool=False,    # only the first slices of the split
+                      )->pd.DataFrame:      # long-format 3D results, the study's metrics (voxels), background included
+    "`test3dnnunet.py`: nnU-Net's predictions on the slice grid, the study's metrics"
+    from segthor_nb.slicing import SliceDataset
+    gt, preds, rows = SliceDataset(data_root, split, num_classes, debug=debug), nnunet_predictions(pred_dir), []
+    for pid in sorted(set(preds) - set(gt.patient_ids)): print(f"{pid}: prediction {preds[pid]} has no GT slices in {data_root}/{split}; ignored", file=sys.stderr)
+    for pid in np.unique(gt.patient_ids).tolist():
+        idx = np.flatnonzero(gt.patient_ids == pid); idx = idx[np.argsort(gt.slice_index[idx])]
+        g = gt.arrays[idx, 1]//gt.step
+        if pid not in preds: print(f"{pid}: no prediction in {pred_dir}; scored as all background", file=sys.stderr)
+        p = nnunet_slices(preds[pid], g.shape[1:]) if pid in preds else np.zeros_like(g)
+        if len(p) < len(g) or (len(p) > len(g) and not debug): raise NnunetError(f"{preds[pid]}: {len(p)} slices, but {data_root}/{split} has {len(g)} for {pid}")
+        rows.append(long_format(study_metrics3d(p[:len(g)], g, tuple(range(num_classes))), pid))
+    return pd.concat(rows, ignore_index=True)

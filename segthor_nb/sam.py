@@ -17,13 +17,13 @@ from segment_anything.modeling import ImageEncoderViT, PromptEncoder, MaskDecode
 from segment_anything.modeling.transformer import Attention as DecoderAttention
 from sam2.modeling.backbones.hieradet import Hiera
 from .models import CheckpointError, ModelError, ModelInputError, check_state_dict, read_state_dict
-from .models import checkpoint_metadata, save_weights, load_weights, check_input, unwrap
+from .models import checkpoint_metadata, save_weights, load_weights, check_input, unwrap, check_preset
 
 # %% auto #0
-__all__ = ['SAM_CONFIGS', 'HIERA_CONFIGS', 'check_min_size', 'LoRA', 'lora_qv', 'build_sam', 'sam_input', 'add_lora',
-           'decode_prompt_free', 'SAMed', 'resize_pos_embed', 'resize_rel_pos', 'adapt_sam_state_dict',
-           'load_sam_checkpoint', 'build_samed', 'build_samed_fast', 'lora_keys', 'save_lora', 'load_lora', 'Adapter',
-           'conv_bn', 'RFB', 'Up', 'SAM2UNet', 'load_hiera_checkpoint', 'build_sam2unet']
+__all__ = ['SAM_CONFIGS', 'SAM_PIXEL', 'HIERA_CONFIGS', 'SAM2_PIXEL', 'SAM2_AUX_WEIGHTS', 'check_min_size', 'LoRA', 'lora_qv',
+           'build_sam', 'sam_input', 'add_lora', 'decode_prompt_free', 'SAMed', 'resize_pos_embed', 'resize_rel_pos',
+           'adapt_sam_state_dict', 'load_sam_checkpoint', 'build_samed', 'build_samed_fast', 'lora_keys', 'save_lora',
+           'load_lora', 'Adapter', 'conv_bn', 'RFB', 'Up', 'SAM2UNet', 'load_hiera_checkpoint', 'build_sam2unet']
 
 # %% ../nbs/02a_sam.ipynb #1016dd57
 def check_min_size(x:Tensor, min_size:int, name:str):
@@ -71,10 +71,15 @@ def _config(configs:dict, size:str|dict, what:str)->dict:
     if size not in configs: raise ModelError(f"unknown {what} size {size!r}; known: {', '.join(configs)}")
     return configs[size]
 
+# %% ../nbs/02a_sam.ipynb #d8628252
+SAM_PIXEL = {'ours': ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]),  # SAM's own (ImageNet, 0..255)
+             'study': ([0.0457] * 3, [1.] * 3)}                            # the study's build
+
 # %% ../nbs/02a_sam.ipynb #58397d97
 def build_sam(size:str|dict='vit_b',    # a `SAM_CONFIGS` name, or such a dict
               num_classes:int=3,        # multimask outputs of the mask decoder (SAM itself: 3)
               canvas:int|None=None,     # encoder input size; None: the configuration's
+              preset:str='ours',        # pixel mean/std: SAM's own, or the study's (0.0457, 1)
              )->Sam:
     "A randomly initialised `segment_anything` SAM of a named size"
     c = _config(SAM_CONFIGS, size, 'SAM'); canvas = canvas or c['canvas']
@@ -90,19 +95,20 @@ def build_sam(size:str|dict='vit_b',    # a `SAM_CONFIGS` name, or such a dict
                           iou_head_hidden_dim=c['iou_hidden'],
                           transformer=TwoWayTransformer(depth=2, embedding_dim=d, mlp_dim=c['decoder_mlp'],
                                                         num_heads=c['decoder_heads']))
-    return Sam(encoder, prompt, decoder, pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
+    mean, std = SAM_PIXEL[check_preset(preset)]
+    return Sam(encoder, prompt, decoder, pixel_mean=mean, pixel_std=std)
 
 # %% ../nbs/02a_sam.ipynb #78dc3802
 def sam_input(x:Tensor,                  # (B, 1 or 3, H, W) slices
               canvas:int,                # encoder input size
               mode:str='resize',         # 'resize' to the canvas, or 'pad' into its top-left corner (study)
-              value_range:tuple=(0., 1.),# intensity range of `x`, mapped to SAM's 0..255
-              pixel_mean:Tensor|None=None, # SAM's (3, 1, 1) mean in 0..255
-              pixel_std:Tensor|None=None,  # SAM's (3, 1, 1) std in 0..255
+              value_range:tuple|None=(0., 1.),# intensity range of `x`, mapped to SAM's 0..255; None: as is (study)
+              pixel_mean:Tensor|None=None, # SAM's (3, 1, 1) mean
+              pixel_std:Tensor|None=None,  # SAM's (3, 1, 1) std
              )->Tensor:                  # (B, 3, canvas, canvas), normalised
     "A slice batch as SAM's image encoder expects it"
-    lo, hi = value_range
-    x = ((x - lo) / (hi - lo) * 255).expand(-1, 3, -1, -1)
+    if value_range is not None: lo, hi = value_range; x = (x - lo) / (hi - lo) * 255
+    x = x.expand(-1, 3, -1, -1)
     if pixel_mean is not None: x = (x - pixel_mean) / pixel_std
     if mode == 'resize': return F.interpolate(x, size=(canvas, canvas), mode='bilinear', align_corners=False)
     if max(x.shape[-2:]) > canvas: raise ModelInputError(f"input_mode='pad': input {tuple(x.shape[-2:])} exceeds the {canvas}² canvas")
@@ -138,7 +144,7 @@ class SAMed(nn.Module):
     def __init__(self, sam:Sam,              # SAM whose mask decoder has K = num_multimask_outputs
                  r:int=6,                    # LoRA rank; 0: no LoRA (frozen encoder)
                  input_mode:str='resize',    # 'resize' to the canvas, or 'pad' into a corner (the study)
-                 value_range:tuple=(0., 1.), # intensity range of the input slices
+                 value_range:tuple|None=(0., 1.), # intensity range of the input slices; None: fed as is (study)
                  in_channels:int=1,          # 1 (grayscale, repeated) or 3
                  decoder_lora:bool=False,    # samed_fast: freeze the decoder transformer, LoRA on its q/v
                 ):
@@ -162,12 +168,17 @@ class SAMed(nn.Module):
         else: logits = F.interpolate(low, size=(h, w), mode='bilinear', align_corners=False)
         return (logits, []) if aux else logits
 
+    def last_layer(self)->nn.Module:
+        "The hypernetwork MLPs of mask tokens 1..K: they turn tokens into class logits"
+        return self.sam.mask_decoder.output_hypernetworks_mlps[1:]
+
 # %% ../nbs/02a_sam.ipynb #97e17bec
 def resize_pos_embed(pos:Tensor, # SAM's absolute position embedding (1, h, w, C)
                      size:int,   # new grid side
+                     mode:str='bicubic', # 'bilinear': the study's (SAMed's) choice
                     )->Tensor:   # (1, size, size, C)
-    "Resize SAM's absolute position embedding bicubically on its grid"
-    return F.interpolate(pos.permute(0, 3, 1, 2), size=(size, size), mode='bicubic', align_corners=False).permute(0, 2, 3, 1).contiguous()
+    "Resize SAM's absolute position embedding on its grid (bicubic by default)"
+    return F.interpolate(pos.permute(0, 3, 1, 2), size=(size, size), mode=mode, align_corners=False).permute(0, 2, 3, 1).contiguous()
 
 def resize_rel_pos(rel:Tensor,   # a relative-position table (2·grid − 1, head_dim)
                    length:int,   # new length
@@ -194,24 +205,30 @@ def _fit_mask_tokens(sd:dict, own:dict, decoder:MaskDecoder)->tuple:
     return out, notes
 
 # %% ../nbs/02a_sam.ipynb #7f2f5659
-def adapt_sam_state_dict(sd:dict, sam:Sam)->tuple:
+_STUDY_FRESH = ('mask_decoder.mask_tokens.', 'mask_decoder.output_hypernetworks_mlps.', 'mask_decoder.iou_prediction_head.')
+
+def adapt_sam_state_dict(sd:dict, sam:Sam, preset:str='ours')->tuple:
     "Fit a SAM checkpoint to `sam` (canvas, classes): (state dict, [(key, what)])"
-    own, out, notes = sam.state_dict(), dict(sd), []
+    own, out, notes, mode = sam.state_dict(), dict(sd), [], 'bicubic' if check_preset(preset) == 'ours' else 'bilinear'
     for k, v in own.items():
         if k not in sd or sd[k].shape == v.shape: continue
-        if k.endswith('pos_embed') and sd[k].ndim == 4: out[k] = resize_pos_embed(sd[k], v.shape[1])
+        if k.endswith('pos_embed') and sd[k].ndim == 4: out[k] = resize_pos_embed(sd[k], v.shape[1], mode)
         elif k.endswith(('rel_pos_h', 'rel_pos_w')) and sd[k].shape[1:] == v.shape[1:]: out[k] = resize_rel_pos(sd[k], v.shape[0])
         else: continue
-        notes.append((k, f"{tuple(sd[k].shape)} -> {tuple(v.shape)} ({'bicubic' if k.endswith('pos_embed') else 'linear'})"))
-    out, tok_notes = _fit_mask_tokens(out, own, sam.mask_decoder)
+        notes.append((k, f"{tuple(sd[k].shape)} -> {tuple(v.shape)} ({mode if k.endswith('pos_embed') else 'linear'})"))
+    if preset == 'ours': out, tok_notes = _fit_mask_tokens(out, own, sam.mask_decoder)
+    else:
+        out = {k: v for k, v in out.items() if not k.startswith(_STUDY_FRESH)} | {k: v for k, v in own.items() if k.startswith(_STUDY_FRESH)}
+        tok_notes = [(k, 'fresh (study)') for k in own if k.startswith(_STUDY_FRESH)]
     return out, notes + tok_notes
 
 # %% ../nbs/02a_sam.ipynb #84be2ee2
 def load_sam_checkpoint(sam:Sam,          # SAM built for the target canvas and class count
                         path:Path|str,    # e.g. sam_vit_b_01ec64.pth (torch.load weights_only=True) or safetensors
+                        preset:str='ours',# 'study': decoder heads fresh, bilinear position embedding
                        )->pd.DataFrame:   # key, what was adapted (everything else loaded as is)
     "Load a SAM checkpoint strictly, adapting only position tables and mask tokens"
-    sd, notes = adapt_sam_state_dict(read_state_dict(path), sam)
+    sd, notes = adapt_sam_state_dict(read_state_dict(path), sam, preset)
     check_state_dict(sam, sd, name=str(path))
     sam.load_state_dict(sd)
     return pd.DataFrame(notes, columns=['key', 'adapted'])
@@ -222,28 +239,32 @@ def build_samed(num_classes:int,              # K, background included
                 size:str|dict='vit_b',        # 'vit_b' or 'tiny' (tests)
                 checkpoint:Path|str|None=None,# SAM checkpoint, e.g. sam_vit_b_01ec64.pth; None: random weights
                 r:int=6,                      # LoRA rank (study: 6; also 4)
-                input_mode:str='resize',      # 'resize' or 'pad' (the study)
-                value_range:tuple=(0., 1.),   # intensity range of the slices ((-1, 1) with `normalize`)
+                input_mode:str|None=None,     # 'resize' or 'pad'; None: the preset's (ours resize, study pad)
+                value_range:tuple|None=None,  # slice intensity range ((-1, 1) with `normalize`); None: ours (0, 1), study as is
                 canvas:int|None=None,         # encoder canvas; None: the configuration's (1024 for ViT-B)
                 decoder_lora:bool=False,      # LoRA on the decoder transformer's q/v (samed_fast)
+                preset:str='ours',            # 'study': the study's pixel stats, padding, raw values, checkpoint loading
                )->SAMed:
     "SAMed: a SAM checkpoint, prompt-free with K class tokens, LoRA on the encoder"
-    sam = build_sam(size, num_classes, canvas)
+    ours = check_preset(preset) == 'ours'
+    input_mode, value_range = input_mode or ('resize' if ours else 'pad'), value_range or ((0., 1.) if ours else None)
+    sam = build_sam(size, num_classes, canvas, preset)
     adapted = pd.DataFrame(columns=['key', 'adapted'])
-    if checkpoint is not None: adapted = load_sam_checkpoint(sam, checkpoint)
+    if checkpoint is not None: adapted = load_sam_checkpoint(sam, checkpoint, preset)
     elif size != 'tiny': warnings.warn(f"SAMed {size}: no checkpoint given, the image encoder is random")
     model = SAMed(sam, r=r, input_mode=input_mode, value_range=value_range, in_channels=in_channels, decoder_lora=decoder_lora)
-    model.adapted = adapted
+    model.adapted, model.preset = adapted, preset
     return model
 
 # %% ../nbs/02a_sam.ipynb #0f92ded5
 def build_samed_fast(num_classes:int, in_channels:int=1, size:str|dict='vit_b', checkpoint:Path|str|None=None,
-                     r:int=6, input_mode:str='resize', value_range:tuple=(0., 1.),
+                     r:int=6, input_mode:str|None=None, value_range:tuple|None=None,
                      canvas:int|None=None,  # None: half the configuration's (512 for ViT-B)
+                     preset:str='ours',     # as for `build_samed`
                     )->SAMed:
     "samed_fast: SAMed at half the canvas, LoRA also on the decoder's q/v"
     canvas = canvas or _config(SAM_CONFIGS, size, 'SAM')['canvas'] // 2
-    return build_samed(num_classes, in_channels, size, checkpoint, r, input_mode, value_range, canvas, decoder_lora=True)
+    return build_samed(num_classes, in_channels, size, checkpoint, r, input_mode, value_range, canvas, decoder_lora=True, preset=preset)
 
 # %% ../nbs/02a_sam.ipynb #5be27902
 def lora_keys(model:SAMed)->list:
@@ -314,10 +335,16 @@ class Up(nn.Module):
         x = F.interpolate(x, size=skip.shape[-2:], mode='bilinear', align_corners=True)
         return self.conv(torch.cat([skip, x], 1))
 
+# %% ../nbs/02a_sam.ipynb #988952e8
+SAM2_PIXEL = {'ours': ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), 'study': ([0.] * 3, [1.] * 3)}  # ImageNet; none
+SAM2_AUX_WEIGHTS = {'ours': (1., .5, .5), 'study': (1., 0., 0.)}   # main, side 1, side 2
+
 # %% ../nbs/02a_sam.ipynb #f6785549
 class SAM2UNet(nn.Module):
     "SAM2-UNet: frozen Hiera + adapters, RFBs, U-Net decoder with two side outputs"
-    def __init__(self, trunk:Hiera, num_classes:int, in_channels:int=1, value_range:tuple=(0., 1.)):
+    def __init__(self, trunk:Hiera, num_classes:int, in_channels:int=1,
+                 value_range:tuple|None=(0., 1.), # slice range, mapped to [0, 1]; None: as is (study)
+                 preset:str='ours'):              # pixel mean/std and `aux_weights`: ours, or the study's
         super().__init__()
         if in_channels not in (1, 3): raise ModelError(f"SAM2UNet takes 1 or 3 input channels, got {in_channels}")
         self.trunk, self.num_classes, self.in_channels, self.value_range = trunk.requires_grad_(False), num_classes, in_channels, value_range
@@ -325,20 +352,23 @@ class SAM2UNet(nn.Module):
         self.rfb = nn.ModuleList([RFB(trunk.blocks[i].block.dim_out) for i in trunk.stage_ends])
         self.up = nn.ModuleList([Up(128, 64) for _ in range(3)])
         self.side1, self.side2, self.head = (nn.Conv2d(64, num_classes, 1) for _ in range(3))
-        self.register_buffer('mean', torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer('std', torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        self.preset, self.aux_weights, (mean, std) = preset, SAM2_AUX_WEIGHTS[check_preset(preset)], SAM2_PIXEL[preset]
+        self.register_buffer('mean', torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('std', torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x:Tensor, aux:bool=False):
         "Class logits at the input size; `aux=True` gives `(logits, [side1, side2])`"
         check_input(x, self.in_channels, 1, 'SAM2UNet'); check_min_size(x, 32, 'SAM2UNet')
-        (h, w), (lo, hi) = x.shape[-2:], self.value_range
-        x = ((x - lo) / (hi - lo)).expand(-1, 3, -1, -1)
-        x = F.pad((x - self.mean) / self.std, (0, -w % 32, 0, -h % 32))
+        h, w = x.shape[-2:]
+        if self.value_range is not None: lo, hi = self.value_range; x = (x - lo) / (hi - lo)
+        x = F.pad((x.expand(-1, 3, -1, -1) - self.mean) / self.std, (0, -w % 32, 0, -h % 32))
         f1, f2, f3, f4 = [rfb(f) for rfb, f in zip(self.rfb, self.trunk(x))]
         d3 = self.up[0](f4, f3); d2 = self.up[1](d3, f2); d1 = self.up[2](d2, f1)
         out = lambda t: F.interpolate(t, size=x.shape[-2:], mode='bilinear', align_corners=False)[..., :h, :w]
         logits = out(self.head(d1))
         return (logits, [out(self.side1(d3)), out(self.side2(d2))]) if aux else logits
+
+    def last_layer(self)->nn.Module: return self.head  # the 1×1 convolution to the main logits
 
 # %% ../nbs/02a_sam.ipynb #4e4c3a3e
 def load_hiera_checkpoint(trunk:Hiera, path:Path|str)->Hiera:
@@ -354,10 +384,12 @@ def build_sam2unet(num_classes:int,               # K, background included
                    in_channels:int=1,             # 1 or 3
                    size:str='hiera_l',            # 'hiera_t', 'hiera_s', 'hiera_b+', 'hiera_l' or 'tiny' (tests)
                    checkpoint:Path|str|None=None, # SAM 2 checkpoint, e.g. sam2_hiera_large.pt; None: random trunk
-                   value_range:tuple=(0., 1.),    # intensity range of the slices
+                   value_range:tuple|None=None,   # slice intensity range; None: ours (0, 1), study as is
+                   preset:str='ours',             # 'study': raw input, no ImageNet stats, aux weights (1, 0, 0)
                   )->SAM2UNet:
     "SAM2-UNet on a `sam2` Hiera trunk of the given size"
+    value_range = value_range or ((0., 1.) if check_preset(preset) == 'ours' else None)
     trunk = Hiera(**_config(HIERA_CONFIGS, size, 'Hiera'))
     if checkpoint is not None: load_hiera_checkpoint(trunk, checkpoint)
     elif size != 'tiny': warnings.warn(f"SAM2UNet {size}: no checkpoint given, the Hiera trunk is random")
-    return SAM2UNet(trunk, num_classes, in_channels, value_range)
+    return SAM2UNet(trunk, num_classes, in_channels, value_range, preset)

@@ -15,15 +15,16 @@ from torch.utils.data import Dataset, DataLoader
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 from fastcore.basics import patch
-from .core import SegthorError, atomic_path, patient_dirs, write_json, read_json
+from .core import SegthorError, atomic_path, label_name, patient_dirs, write_json, read_json
 from .data_fix import Geometry, VolumeError, as_ct_array, as_label_array, load_volume, save_volume
 
 # %% auto #0
-__all__ = ['PNG_IMAGE', 'PNG_LABELS', 'INFLATERS', 'SlicingError', 'hu_to_uint8', 'IntensityMap', 'resize_slice', 'resize_labels',
-           'write_png', 'read_png', 'split_patients', 'read_volume', 'read_scan', 'slice_record', 'slice_patient',
-           'tree_splits', 'slice_tree', 'slice_summary', 'toy2_sample', 'write_toy2', 'slice_arrays', 'equalize',
-           'SliceDataset', 'SliceTensors', 'make_loader', 'stitch_volume', 'read_geometry', 'record_geometry',
-           'stitch_geometry', 'png_labels', 'stitch_folder']
+__all__ = ['PNG_IMAGE', 'PNG_LABELS', 'INFLATERS', 'SLICE_AXCODES', 'DEBUG_SLICES', 'SlicingError', 'hu_to_uint8', 'IntensityMap',
+           'resize_slice', 'resize_labels', 'write_png', 'read_png', 'split_patients', 'read_volume', 'read_scan',
+           'slice_layout', 'to_slicing', 'from_slicing', 'slice_record', 'slice_patient', 'tree_splits', 'slice_tree',
+           'slice_summary', 'toy2_sample', 'write_toy2', 'slice_arrays', 'equalize', 'SliceDataset', 'SliceTensors',
+           'make_loader', 'stitch_volume', 'read_geometry', 'record_geometry', 'stitch_geometry', 'png_labels',
+           'stitch_folder']
 
 # %% ../nbs/01_slicing.ipynb #d5c18040
 class SlicingError(SegthorError):
@@ -155,9 +156,10 @@ def _inflate_nifti(path:Path)->tuple|None:
     data = path.read_bytes()
     try: raw = next(iter(INFLATERS.values()))(data)
     except Exception as e: raise VolumeError(f"{path}: truncated or corrupt gzip stream ({e})") from None
-    n2 = 540 in (int.from_bytes(raw[:4], 'little'), int.from_bytes(raw[:4], 'big'))
-    try: return raw, (nib.Nifti2Image if n2 else nib.Nifti1Image).from_bytes(raw)
-    except Exception: return None                                 # let load_volume name the problem
+    sizeof_hdr = {int.from_bytes(raw[:4], 'little'), int.from_bytes(raw[:4], 'big')}
+    if not sizeof_hdr & {348, 540}: return None                   # not NIfTI: let load_volume name the problem
+    try: return raw, (nib.Nifti2Image if 540 in sizeof_hdr else nib.Nifti1Image).from_bytes(raw)
+    except Exception: return None
 
 # %% ../nbs/01_slicing.ipynb #7648b056
 def _voxels_in_place(raw:bytes, img)->np.ndarray|None:
@@ -195,16 +197,42 @@ def read_scan(ct_path:Path|str,      # CT NIfTI
     if not np.allclose(gg.affine, geom.affine, atol=1e-3): raise SlicingError(f"{gt_path}: GT affine differs from the CT's ({ct_path})")
     return ct, gt, geom
 
+# %% ../nbs/01_slicing.ipynb #f72997be
+SLICE_AXCODES = ('L', 'P', 'S')   # the voxel order of the slices: x toward the patient's left, y posterior, z up
+
+def slice_layout(affine:np.ndarray,      # a volume's voxel-to-world affine
+                 path:Path|str='volume', # named in the error message
+                )->dict:                 # {'axes': the stored axis behind x, y, z; 'flip': which of x, y, z are reversed}
+    "How a stored array becomes [x, y, z] in `SLICE_AXCODES` order, from its affine"
+    ornt = nib.io_orientation(affine)
+    if np.isnan(ornt).any(): raise SlicingError(f"{path}: its affine {np.round(affine[:3, :3], 3).tolist()} has no clear axial axis")
+    t = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt(SLICE_AXCODES)).astype(int)
+    return dict(axes=[int(a) for a in np.argsort(t[:, 0])], flip=sorted(int(d) for d, s in t if s < 0))
+
+# %% ../nbs/01_slicing.ipynb #11a837e5
+def to_slicing(arr:np.ndarray, # a volume as stored
+               layout:dict,    # its `slice_layout`
+              )->np.ndarray:   # a view, [x, y, z] in slicing order
+    "A stored array seen in slicing order"
+    a = arr.transpose(layout['axes'])
+    return np.flip(a, layout['flip']) if layout['flip'] else a
+
+def from_slicing(arr:np.ndarray, layout:dict)->np.ndarray:
+    "An array in slicing order, seen in the stored order: `to_slicing` undone"
+    a = np.flip(arr, layout['flip']) if layout['flip'] else arr
+    return a.transpose(np.argsort(layout['axes']))
+
 # %% ../nbs/01_slicing.ipynb #143360d0
 def slice_record(geom:Geometry,   # the source volume's geometry
                  ct_path:Path|str, gt_path:Path|str|None,
                  shape:tuple,     # slice size
                  info:dict,       # the normalisation (`IntensityMap.info`)
                 )->dict:          # JSON-ready
-    "What stitching needs: source, grid, header and slicing settings"
+    "What stitching needs: source, grid, header, slicing layout and settings"
+    layout = slice_layout(geom.affine, ct_path)
     return dict(source=str(ct_path), gt=None if gt_path is None else Path(gt_path).name, shape=list(geom.shape),
                 spacing=list(geom.spacing), affine=geom.affine.tolist(), header=base64.b64encode(geom.header.binaryblock).decode(),
-                slice_shape=list(shape), n_slices=int(geom.shape[2]), **info)
+                axcodes=''.join(geom.axcodes), layout=layout, slice_shape=list(shape), n_slices=int(geom.shape[layout['axes'][2]]), **info)
 
 # %% ../nbs/01_slicing.ipynb #8a989345
 def slice_patient(pid:str,              # patient id, the PNG name prefix
@@ -219,6 +247,8 @@ def slice_patient(pid:str,              # patient id, the PNG name prefix
     "Write `dest/{img,gt}/{pid}_{z:04d}.png` per slice (GT ×63); return the record"
     dest, shape = Path(dest), tuple(int(s) for s in shape)
     ct, gt, geom = read_scan(ct_path, gt_path)
+    layout = slice_layout(geom.affine, ct_path)
+    ct, gt = to_slicing(ct, layout), None if gt is None else to_slicing(gt, layout)
     to_uint8, zero = IntensityMap(ct, norm, level, width), np.zeros(shape, np.uint8)
     for z in range(ct.shape[2]):
         write_png(dest/'img'/f'{pid}_{z:04d}.png', resize_slice(to_uint8(ct[:, :, z]), shape))
@@ -301,13 +331,14 @@ def slice_tree(source_dir:Path|str,     # SEGTHOR-layout root: train/Patient_XX/
                norm:str='minmax',       # 'minmax' (the study) or 'window'
                window_level:float=40.,  # HU
                window_width:float=400., # HU
-               gt_name:str='GT.nii.gz', # label file per patient (e.g. GT_fixed.nii.gz)
+               gt_name:str=None,        # label file per patient; None: `core.label_name`'s rule (GT_fixed.nii.gz if present)
                progress:bool=True,      # show a progress bar
               )->dict:                  # the split, and what was done
     "Slice a SEGTHOR tree into the study's PNGs and split; resumable and parallel"
     t0, src, dest = time.time(), Path(source_dir), Path(dest_dir)
     splits = tree_splits(src, retains, seed, fold, create_test, retains_test)
     _check_dest(dest, splits)
+    gt_name = gt_name or label_name(src)
     jobs = _slice_jobs(src, dest, splits, shape, norm, window_level, window_width, gt_name)
     records = {s: _records(dest/s) for s in splits}
     want = lambda j: dict(slice_shape=list(j[5]), gt=None if j[3] is None else gt_name, norm=norm, **({} if norm == 'minmax' else dict(level=window_level, width=window_width)))
@@ -315,16 +346,17 @@ def slice_tree(source_dir:Path|str,     # SEGTHOR-layout root: train/Patient_XX/
     for j, rec in tqdm(_run(todo, processes), total=len(todo), desc='slicing', unit='patient', disable=not progress):
         records[j[0]][j[1]] = rec
         _save_records(dest/j[0], records[j[0]])
-    return dict(splits=splits, sliced=len(todo), skipped=len(jobs) - len(todo), seconds=round(time.time() - t0, 2))
+    return dict(splits=splits, gt_name=gt_name, sliced=len(todo), skipped=len(jobs) - len(todo), seconds=round(time.time() - t0, 2))
 
 # %% ../nbs/01_slicing.ipynb #27915c30
 def slice_summary(result:dict,        # what `slice_tree` returned
                   dest_dir:Path|str,  # where it wrote
                  )->str:
-    "One line on what `slice_tree` did: patients per split, sliced, skipped, speed"
+    "One line on what `slice_tree` did: splits, sliced, skipped, speed, labels"
     per_split = ' / '.join(f'{k} {len(v)}' for k, v in result['splits'].items())
+    labels = f"; labels from {result['gt_name']}" if result.get('gt_name') else ''
     return (f"{per_split} patients in {dest_dir}: sliced {result['sliced']}, {result['skipped']} already complete; "
-            f"{result['seconds']} s ({result['sliced']/max(result['seconds'], 1e-9):.2f} patients/s)")
+            f"{result['seconds']} s ({result['sliced']/max(result['seconds'], 1e-9):.2f} patients/s){labels}")
 
 # %% ../nbs/01_slicing.ipynb #916616b1
 def toy2_sample(rng:np.random.RandomState, # the generator, advanced in the course's order
@@ -425,18 +457,20 @@ def _foreground(arrays:np.ndarray, names:list, num_classes:int, where:Path)->np.
     return fg
 
 # %% ../nbs/01_slicing.ipynb #16c0380b
+DEBUG_SLICES = 150   # the study's --debug: the first 150 slices of each split
+
 class SliceDataset(Dataset):
     "2D slices of one split, decoded once; items: images, one-hot gts, stems"
     def __init__(self, root:Path|str,      # sliced dataset root (e.g. data/SEGTHOR, or a TOY2 folder)
                  split:str,                # 'train', 'val' or 'test'
                  num_classes:int,          # K: 5 for SEGTHOR (labels ×63 in the PNGs), 2 for TOY2 (×255)
                  normalize:bool=False,     # histogram equalisation to [−1, 1] instead of [0, 1]
-                 debug:bool=False,         # only the first 10 slices (the course's debug subset)
+                 debug:bool=False,         # only the first `DEBUG_SLICES` (the study's --debug subset)
                  cache:bool=True):         # memory-mapped .npy cache beside the split (see `slice_arrays`)
         if num_classes < 2: raise SlicingError(f"num_classes must be ≥ 2, not {num_classes}")
         self.K, self.step, self.normalize = num_classes, 255//(num_classes - 1), normalize
         names, arrays = slice_arrays(Path(root)/split, cache)
-        fg, n = _foreground(arrays, names, num_classes, Path(root)/split/'gt'), 10 if debug else len(names)
+        fg, n = _foreground(arrays, names, num_classes, Path(root)/split/'gt'), min(DEBUG_SLICES, len(names)) if debug else len(names)
         self.names, self.arrays, self.has_foreground = names[:n], arrays[:n], fg[:n]
         parts = [re.fullmatch(r'(.*)_(\d+)', s) for s in self.names]
         self.patient_ids = np.array([m[1] if m else s for m, s in zip(parts, self.names)])
@@ -483,19 +517,21 @@ def make_loader(ds:Dataset,          # e.g. a `SliceDataset`
 def stitch_volume(slices,                 # Z per-slice predictions: labels (Z, H, W) or scores (Z, K, H, W), arrays or tensors
                   geometry:Geometry,      # the source volume's geometry (its shape is the output shape)
                   chunk:int=16,           # slices per interpolation batch (bounds memory for scores)
-                 )->np.ndarray:           # uint8 labels [x, y, z] on the source grid
+                  layout:dict=None,       # the slicing layout (default: `slice_layout` of the geometry's affine)
+                 )->np.ndarray:           # uint8 labels on the source grid, in its stored axis order
     "Per-slice predictions → labels on the source grid (scores: linear, then argmax)"
-    X, Y, Z = geometry.shape
+    layout = layout or slice_layout(geometry.affine)
+    X, Y, Z = (geometry.shape[a] for a in layout['axes'])
     if len(slices) != Z: raise SlicingError(f"{len(slices)} slices for a source volume of {Z} (shape {geometry.shape})")
     out = np.empty((X, Y, Z), np.uint8)
     if np.ndim(slices[0]) == 2:
         for z in range(Z): out[:, :, z] = resize_labels(np.asarray(slices[z]), (X, Y))
-        return out
-    for z0 in range(0, Z, chunk):
-        s = torch.stack([torch.as_tensor(slices[z]) for z in range(z0, min(Z, z0 + chunk))]).float()
-        up = F.interpolate(s, size=(X, Y), mode='bilinear', align_corners=False)
-        out[:, :, z0:z0 + len(s)] = up.argmax(1).permute(1, 2, 0).to(torch.uint8).numpy()
-    return out
+    else:
+        for z0 in range(0, Z, chunk):
+            s = torch.stack([torch.as_tensor(slices[z]) for z in range(z0, min(Z, z0 + chunk))]).float()
+            up = F.interpolate(s, size=(X, Y), mode='bilinear', align_corners=False)
+            out[:, :, z0:z0 + len(s)] = up.argmax(1).permute(1, 2, 0).to(torch.uint8).numpy()
+    return np.ascontiguousarray(from_slicing(out, layout))
 
 # %% ../nbs/01_slicing.ipynb #7dc1f280
 def read_geometry(path:Path|str)->Geometry:
@@ -561,8 +597,9 @@ def stitch_folder(data_folder:Path|str,  # PNG predictions (or GT slices), one p
     records, written = read_json(jf) if jf else {}, []
     for pid in tqdm(sorted(groups), desc='stitching', unit='patient', disable=not progress):
         geom, zs = stitch_geometry(pid, records, source_scan_pattern), groups[pid]
-        if sorted(zs) != list(range(geom.shape[2])):
-            raise SlicingError(f"{pid}: slices {sorted(set(range(geom.shape[2])) ^ set(zs))[:5]} missing or extra (the source has {geom.shape[2]})")
-        vol = stitch_volume([png_labels(zs[z], num_classes) for z in range(geom.shape[2])], geom)
+        layout = records.get(pid, {}).get('layout') or slice_layout(geom.affine)
+        n = geom.shape[layout['axes'][2]]
+        if sorted(zs) != list(range(n)): raise SlicingError(f"{pid}: slices {sorted(set(range(n)) ^ set(zs))[:5]} missing or extra (the source has {n})")
+        vol = stitch_volume([png_labels(zs[z], num_classes) for z in range(n)], geom, layout=layout)
         written.append(save_volume(vol, geom, dest/f'{pid}.nii.gz', dtype=np.uint8))
     return written

@@ -30,12 +30,13 @@ from .models import build_model, checkpoint_keys, model_key, SAM_MODELS
 from .losses import get_loss, deep_supervision_loss
 
 # %% auto #0
-__all__ = ['CLIP_NORM', 'HEART', 'AUGMENTATIONS', 'RESULT_FILES', 'RESUMABLE', 'TrainError', 'check_choices', 'seed_everything',
-           'rng_state', 'set_rng_state', 'make_optimizer', 'lr_factor', 'warmup_cosine', 'AdaptiveSampler',
-           'affine_matrix', 'warp', 'study_params', 'nnunet_params', 'intensity_transform', 'augment_batch',
-           'tiny_phantom', 'random_patches', 'one_hot', 'all_sum', 'DiceMeter', 'save_last', 'finish_last', 'load_last',
-           'check_dest', 'write_history', 'plot_curves', 'overlay_figure', 'start_wandb', 'dist_env', 'load_split',
-           'wrap_model', 'optimizer_steps', 'Trainer', 'freeze_eval', 'float_outputs', 'train']
+__all__ = ['CLIP_NORM', 'HEART', 'AUGMENTATIONS', 'RESULT_FILES', 'RESUMABLE', 'CI_RUN', 'TrainError', 'check_choices',
+           'seed_everything', 'rng_state', 'set_rng_state', 'make_optimizer', 'lr_factor', 'warmup_cosine',
+           'AdaptiveSampler', 'affine_matrix', 'warp', 'study_params', 'nnunet_params', 'intensity_transform',
+           'augment_batch', 'tiny_phantom', 'random_patches', 'one_hot', 'all_sum', 'DiceMeter', 'save_last',
+           'finish_last', 'load_last', 'check_dest', 'write_history', 'plot_curves', 'overlay_figure', 'start_wandb',
+           'dist_env', 'load_split', 'wrap_model', 'optimizer_steps', 'Trainer', 'freeze_eval', 'float_outputs',
+           'train', 'papermill_config']
 
 # %% ../nbs/04_train.ipynb #01b20e32
 CLIP_NORM = 1.0   # the study's gradient-clipping max norm
@@ -68,7 +69,8 @@ def resolved(self:TrainConfig)->TrainConfig:
     _check(c.dataset in DATASETS, f"--dataset {c.dataset!r}: choose one of {', '.join(DATASETS)}")
     d = DATASETS[c.dataset]
     c.batch_size, c.model = c.batch_size or d['B'], c.model or d['net']
-    c.loss = c.loss or ('samed' if model_key(c.model) in SAM_MODELS else 'ce')
+    sam = model_key(c.model) in SAM_MODELS
+    c.loss = 'samed' if sam and c.preset == 'study' else c.loss or ('samed' if sam else 'ce')  # the study ignored --loss for SAM
     check_choices(c)
     c.data_root = str(c.data_root or Path('data')/c.dataset)
     c.dest = str(c.dest or Path('results')/c.dataset/datetime.now().strftime('%Y-%m-%d'))
@@ -79,7 +81,9 @@ def resolved(self:TrainConfig)->TrainConfig:
 @patch(as_prop=True)
 def supervised(self:TrainConfig)->list|None:
     "Classes the loss sees: all (None), or all but the heart in `mode partial`"
-    return None if self.mode == 'full' else [k for k in range(DATASETS[self.dataset]['K']) if k != HEART]
+    sam = self.model is not None and model_key(self.model) in SAM_MODELS
+    if self.mode == 'full' or (sam and self.preset == 'study'): return None   # the study's SAM loss ignored --mode
+    return [k for k in range(DATASETS[self.dataset]['K']) if k != HEART]
 
 # %% ../nbs/04_train.ipynb #f89e6ba0
 def seed_everything(seed:int,                # e.g. 2024
@@ -252,10 +256,12 @@ def augment_batch(images:Tensor,  # (B, C, H, W) float, in `value_range`
                   keys:list,      # per sample, the generator key, e.g. (seed, epoch, slice index)
                   kind:str='study', # 'study' or 'nnunet'
                   value_range:tuple=(0., 1.), # (0, 1), or (-1, 1) with --normalize
+                  study_quirks:bool=False, # the study's: clamp to [0, 1]; nnunet's spatial transforms never applied
                  )->tuple:        # (images, labels), augmented
     "Augment a batch, each sample from its own key: one grid, then intensities"
     H, W = images.shape[-2:]
     params = [AUGMENTATIONS[kind](np.random.default_rng([int(v) for v in k]), H, W) for k in keys]
+    if study_quirks and kind == 'nnunet': params = [{k: v for k, v in p.items() if k != 'theta'} for p in params]
     lo, hi = value_range
     images, labels = (images - lo)/(hi - lo), labels.clone()
     moved = [i for i, p in enumerate(params) if 'theta' in p]
@@ -264,7 +270,8 @@ def augment_batch(images:Tensor,  # (B, C, H, W) float, in `value_range`
         images[moved], labels[moved] = warp(images[moved], labels[moved], theta)
     for i, p in enumerate(params):
         if len(p.keys() - {'theta'}): images[i] = intensity_transform(images[i], p)
-    return images*(hi - lo) + lo, labels
+    images = images*(hi - lo) + lo
+    return (images.clamp(0, 1) if study_quirks else images), labels
 
 # %% ../nbs/04_train.ipynb #c5c1c40a
 def tiny_phantom(root:Path|str,     # gets source/ (SEGTHOR layout) and the sliced train/ and val/
@@ -496,6 +503,8 @@ class Trainer:
         self.total_steps = sum(self.steps_in_epoch(e) for e in range(cfg.epochs))
         self.scheduler = warmup_cosine(self.optimizer, max(1, self.total_steps)) if cfg.use_scheduler else None
         self.epoch, self.history, self.best, self.wandb = 0, [], None, None
+        self.best_by = 'dice2d_study' if cfg.preset == 'study' else 'dice3d_fg'   # the validation score that picks best.safetensors
+        self.aux_weights = next((m.aux_weights for m in self.model.modules() if hasattr(m, 'aux_weights')), (1., .5, .5))  # deep supervision
         self.last_lr = self.optimizer.param_groups[0]['lr']   # the rate of the last optimizer step (logged)
         torch.manual_seed(cfg.seed + self.rank)          # dropout differs between processes, identically in every run
 
@@ -518,7 +527,7 @@ def batch_to_device(self:Trainer, batch:dict, epoch:int|None=None)->tuple:
     x, y, idx = (batch[k].to(self.device, non_blocking=True) for k in ('images', 'labels', 'index'))
     kind = 'study' if self.cfg.augment else 'nnunet' if self.cfg.augment_nnunet else None
     if epoch is not None and kind:
-        x, y = augment_batch(x, y, [(self.cfg.seed, epoch, int(i)) for i in idx.tolist()], kind, self.value_range)
+        x, y = augment_batch(x, y, [(self.cfg.seed, epoch, int(i)) for i in idx.tolist()], kind, self.value_range, self.cfg.preset == 'study')
     if epoch is not None and self.cfg.patch_size:
         x, y = random_patches(x, y, [(self.cfg.seed, epoch, int(i)) for i in idx.tolist()], self.cfg.patch_size)
     return x, y.long(), idx
@@ -556,7 +565,7 @@ def train_epoch(self:Trainer, epoch:int, stop_after:int|None=None)->float:
         group, last = min(A, n_micro - k//A*A), (k + 1) % A == 0 or k + 1 == n_micro
         with contextlib.nullcontext() if last or self.ddp is None else self.ddp.no_sync():
             with self.autocast(): out = self.net(x, aux=True)
-            loss = deep_supervision_loss(self.loss_fn, float_outputs(out), one_hot(y, self.K))
+            loss = deep_supervision_loss(self.loss_fn, float_outputs(out), one_hot(y, self.K), self.aux_weights)
             (loss/group).backward()
         if last: self.optimizer_step()
         sums[0] += loss.detach().double()*len(x); sums[1] += len(x)       # on the device: no synchronisation per batch
@@ -578,7 +587,8 @@ def validate(self:Trainer)->dict:
         meter.update(logits.argmax(1), y, idx)
     all_sum(sums); meter.reduce(); res = meter.result()
     fg = [k for k in (self.cfg.supervised or range(self.K)) if k > 0]
-    row = dict(val_loss=(sums[0]/sums[1]).item(), dice3d_fg=float(res['dice3d'][fg].mean()), dice2d_fg=float(res['dice2d'][fg].mean()))
+    row = dict(val_loss=(sums[0]/sums[1]).item(), dice3d_fg=float(res['dice3d'][fg].mean()), dice2d_fg=float(res['dice2d'][fg].mean()),
+               dice2d_study=float(res['dice2d'][1:].mean()))  # the study's pick: every organ, also unsupervised
     for k, n in enumerate(self.names): row[f'dice3d_{n}'], row[f'dice2d_{n}'] = float(res['dice3d'][k]), float(res['dice2d'][k])
     return row
 
@@ -598,8 +608,9 @@ def state_dict(self:Trainer)->dict:
 def end_epoch(self:Trainer, row:dict):
     "Record `row`; on process 0 save best/last, history and curves, and report"
     self.history.append(row); self.epoch = row['epoch']
-    improved = 'dice3d_fg' in row and (self.best is None or row['dice3d_fg'] > self.best['dice3d_fg'])
-    if improved: self.best = dict(epoch=row['epoch'], dice3d_fg=row['dice3d_fg'], dice2d_fg=row['dice2d_fg'])
+    key = self.best_by
+    improved = key in row and (self.best is None or row[key] > self.best[key])
+    if improved: self.best = dict(epoch=row['epoch'], dice3d_fg=row['dice3d_fg'], dice2d_fg=row['dice2d_fg'], dice2d_study=row['dice2d_study'])
     state = self.state_dict()                              # a collective under DDP: every process takes part
     if self.rank > 0: return
     if improved: save_weights(self.model, self.dest/'best.safetensors', keys=checkpoint_keys(self.model), metadata=self.best)
@@ -702,3 +713,16 @@ def train(cfg:TrainConfig|None=None, # the run's configuration (default: `TrainC
             if tr.wandb is not None: tr.wandb.finish()
     finally:
         if env['owns']: dist.destroy_process_group()
+
+# %% ../nbs/04_train.ipynb #b4ca04de
+CI_RUN = dict(dataset='PHANTOM', epochs=8, model='ENet', batch_size=4, lr=5e-3, loss='dce', use_scheduler=True,
+              use_sampler=True, deterministic=True, num_workers=0)   # this notebook's own small experiment
+
+def papermill_config(defaults:str='ci', # 'ci': `CI_RUN` under the given values; 'cli': segthor-train's defaults
+                     extra:dict|None=None, # any other TrainConfig field
+                     **params,             # the notebook's parameters; None: not given
+                    )->TrainConfig:
+    "The run a papermill call asks for: its given parameters over the chosen defaults"
+    _check(defaults in ('ci', 'cli'), f"-p defaults {defaults!r}: choose ci or cli")
+    given = {k: v for k, v in params.items() if v is not None}
+    return TrainConfig(**{**(CI_RUN if defaults == 'ci' else {}), **given, **(extra or {})})

@@ -38,6 +38,7 @@ FLAGS = {  # what each `--help` must list (the configuration-made commands list 
     'segthor-test': [flag(f) for f in fields(EvalConfig) if f.name not in ONLY_3D] + ['{ENet,shallow,samed,samed_fast,SAM2UNet}'],
     'segthor-test3d': [flag(f) for f in fields(EvalConfig) if f.name not in ONLY_2D] + ['{voxel,surfel}'],
     'segthor-demo': [flag(f) for f in fields(DemoConfig)],
+    'segthor-import-study': ['weights', '--model', '{ENet,shallow,samed,samed_fast,SAM2UNet}', '--dest', '--r', '--crf', '--normalize', '--overwrite'],
 }
 
 

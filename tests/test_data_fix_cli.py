@@ -1,7 +1,8 @@
 "End-to-end runs of the data CLIs (segthor-phantom, segthor-validate, segthor-fix) as installed console scripts"
-import json, shutil, subprocess, sys
+import json, shutil, subprocess, sys, warnings
 from pathlib import Path
 import numpy as np, nibabel as nib, pytest
+from segthor_nb.core import label_name, looks_tampered
 from segthor_nb.data_fix import course_affine, course_params, load_volume, move_heart
 
 BIN = Path(sys.executable).parent
@@ -89,6 +90,11 @@ def test_fix_known_in_place(tree, tmp_path):
     np.testing.assert_allclose(report['patients']['Patient_03']['dice_vs_clean'], dice(fixed, clean))
     assert dice(fixed, clean) > 0.98 > 0.5 > report['patients']['Patient_03']['dice_vs_clean_before']
     assert any('Patient_03: heart Dice vs GT2' in l for l in out)
+    # the labels every command reads now: GT_fixed.nii.gz; GT.nii.gz stays tampered by the report, even without phantom.json or GT2
+    assert label_name(src) == 'GT_fixed.nii.gz'
+    (src/'phantom.json').unlink(); (src/'train/Patient_03/GT2.nii.gz').unlink()
+    assert looks_tampered(src)
+    with pytest.warns(UserWarning, match='displaced hearts; GT_fixed.nii.gz holds them fixed'): assert label_name(src, 'GT.nii.gz') == 'GT.nii.gz'
 
 def test_fix_pair_to_a_fixed_copy(tree, tmp_path):
     src, dest = copy(tree, tmp_path), tmp_path/'fixed'
@@ -106,6 +112,8 @@ def test_fix_pair_to_a_fixed_copy(tree, tmp_path):
     np.testing.assert_array_equal(fixed, move_heart(gt, np.array(report['matrix']), keep_others=True))
     assert report['patients']['Patient_03']['dice_vs_clean'] > 0.97
     assert run('segthor-validate', dest)[0] == 0
+    assert not looks_tampered(dest)                                                      # GT.nii.gz of a fixed copy is the fix
+    with warnings.catch_warnings(): warnings.simplefilter('error'); assert label_name(dest) == 'GT.nii.gz'
     rc, out, err = run('segthor-fix', dest, '--method', 'known')                         # a fixed copy is not fixed twice
     assert rc == 1 and 'already a fixed copy' in err and len(err.strip().splitlines()) == 1
 

@@ -1,11 +1,14 @@
-"""`segthor-metrics3d` end to end, as a subprocess, on a tiny phantom in SEGTHOR layout."""
-import subprocess, sys
+"""`segthor-metrics3d` end to end, as a subprocess, on a tiny phantom in SEGTHOR layout; and nbs/05_metrics3d.ipynb under
+papermill, scoring two given folders."""
+import os, shutil, subprocess, sys
 from pathlib import Path
-import numpy as np, pandas as pd, pytest
+import nbformat, numpy as np, pandas as pd, pytest
 from segthor_nb.data_fix import write_phantom, load_volume, save_volume, Geometry
-from segthor_nb.metrics import metrics3d, keep_largest_cc
+from segthor_nb.metrics import metrics3d, keep_largest_cc, score_folders
 
-EXE = str(Path(sys.executable).parent / 'segthor-metrics3d')
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+EXE = str(BIN / 'segthor-metrics3d')
 
 
 def run(*args):
@@ -82,3 +85,41 @@ def test_grid_mismatch_is_one_line_naming_both_files_unless_resampled(data):
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(tmp / 'flip.csv')
     assert (df[df.metric == 'dice']['value'] == 1).all()
+
+
+def test_label_file_follows_the_core_rule_and_is_named(data):
+    "GT_fixed.nii.gz wherever every patient has one (here: the labels shifted by a voxel), and the command says so"
+    tmp, root, preds = data
+    fixed = tmp / 'fixed'
+    shutil.copytree(root, fixed)
+    for d in (fixed / 'train').iterdir():
+        g, geom = load_volume(d / 'GT.nii.gz', 'gt')
+        save_volume(np.roll(g, 1, axis=1), geom, d / 'GT_fixed.nii.gz')
+    r = run('--pred_dir', preds, '--gt_dir', fixed, '--out', tmp / 'fixed.csv')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == f'ground truth: GT_fixed.nii.gz of each Patient_XX folder in {fixed}'
+    got = pd.read_csv(tmp / 'fixed.csv')
+    pd.testing.assert_frame_equal(got, score_folders(preds, fixed, gt_name='GT_fixed.nii.gz'), check_dtype=False)
+    dice = got.query("metric == 'dice'").set_index(['patient', 'class'])['value']
+    assert (dice['Patient_01'] < 1).all() and dice['Patient_02'][[1, 3, 4]].eq(1).all()  # Patient_02's prediction: the shifted GT
+    r = run('--pred_dir', preds, '--gt_dir', fixed, '--out', tmp / 'gt.csv', '--gt_name', 'GT.nii.gz')
+    assert r.returncode == 0 and r.stdout.startswith('ground truth: GT.nii.gz of each Patient_XX folder')
+    assert (pd.read_csv(tmp / 'gt.csv').query("patient == 'Patient_01' and metric == 'dice'")['value'] == 1).all()
+
+
+def test_papermill_scores_two_folders_like_score_folders(data, tmp_path):
+    "nbs/05_metrics3d.ipynb with -p pred_dir -p gt_dir: score_folders' scores, and the figures, in the executed notebook"
+    tmp, root, preds = data
+    nb_out, csv = tmp_path / 'metrics3d.ipynb', tmp_path / 'scores.csv'
+    r = subprocess.run([str(BIN / 'papermill'), str(ROOT / 'nbs' / '05_metrics3d.ipynb'), str(nb_out), '--cwd', str(ROOT / 'nbs'),
+                        '-p', 'pred_dir', str(preds), '-p', 'gt_dir', str(root), '-p', 'out', str(csv)],
+                       capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1', 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"})
+    assert r.returncode == 0, r.stderr[-4000:]
+    pd.testing.assert_frame_equal(pd.read_csv(csv), score_folders(preds, root), check_dtype=False)
+    ran = nbformat.read(nb_out, 4)
+    text = lambda c: ''.join(o.get('text', '') + str(o.get('data', {}).get('text/plain', '')) for o in c.get('outputs', []))
+    said = next(text(c) for c in ran.cells if c.cell_type == 'code' and 'res = score_folders(pred_dir' in c.source)
+    assert f'ground truth: GT.nii.gz in {root}' in said and 'Patient_03' in said and 'misses' in said  # the summary of these folders
+    last = next(c for c in reversed(ran.cells) if c.cell_type == 'code')
+    assert 'plot_organ_bars(res' in last.source and any('image/png' in o.get('data', {}) for o in last.outputs)
+    assert 'esophagus' in text(last)   # the summary table of the folders, under the figures

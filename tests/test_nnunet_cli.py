@@ -3,7 +3,8 @@ import json, os, re, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from segthor_nb.data_fix import write_phantom, make_phantom, load_volume, save_volume
-from segthor_nb.slicing import split_patients
+from segthor_nb.slicing import split_patients, slice_patient, SliceDataset
+import torch
 from segthor_nb.metrics import metrics3d
 from segthor_nb.nnunet import NnunetError, export_nnunet, nnunet_gt_folder
 
@@ -95,6 +96,7 @@ def test_test3dnnunet_scores_the_held_out_patients(scored):
     out = tmp/'res.csv'
     r = run('segthor-test3dnnunet', '--pred_dir', preds, '--gt_dir', ds, '--out', out)
     assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == f"ground truth: the Patient_XX volumes in {ds/'labelsTs'}"
     df = pd.read_csv(out)
     assert list(df.columns) == ['patient', 'slice', 'class', 'metric', 'value'] and sorted(df.patient.unique()) == split['test']
     dice = df[df.metric == 'dice'].set_index(['patient', 'class'])['value']
@@ -119,8 +121,39 @@ def test_test3dnnunet_against_a_segthor_tree_scores_every_patient(scored, tree):
     tmp, ds, preds, split = scored
     r = run('segthor-test3dnnunet', '--pred_dir', preds, '--gt_dir', tree, '--out', tmp/'all.csv')
     assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == f"ground truth: GT.nii.gz of each Patient_XX folder in {tree/'train'}"
     df = pd.read_csv(tmp/'all.csv')
     assert df.patient.nunique() == 6   # every labelled patient; the 4 without a prediction are misses
     assert (df[(df.metric == 'dice') & ~df.patient.isin(split['test'][:2])]['value'] == 0).all()
     r = run('segthor-test3dnnunet', '--pred_dir', tmp/'nowhere', '--gt_dir', ds, '--out', tmp/'x.csv')
     assert r.returncode == 1 and r.stderr.strip().endswith('no such prediction folder')
+
+
+def test_test3dnnunet_study_grid_is_the_studys_test3dnnunet(scored, tree):
+    """--grid study with test3dnnunet.py's own flags: nnU-Net's volumes resized to the slice grid by torch's nearest, scored
+    with the study's formulas, background included; its test_metrics.csv (IoU before Hausdorff) and arrays"""
+    tmp, ds, preds, split = scored
+    for pid in split['test']: slice_patient(pid, tree/f'train/{pid}/{pid}.nii.gz', tree/f'train/{pid}/GT.nii.gz', tmp/'sliced/test', (24, 24))
+    r = run('segthor-test3dnnunet', '--folder', preds, '--grid', 'study', '--dataset', 'SEGTHOR', '--data_root', tmp/'sliced',
+            '--out', tmp/'study.csv', '--dest', tmp/'study', '--gpu', '--crf', '--finetune_crf', '--normalize', '--num_workers', 2)
+    assert r.returncode == 0, r.stderr
+    exact, shifted, missing = split['test']
+    assert f'{missing}: no prediction' in r.stderr and 'all background' in r.stderr
+    csv = pd.read_csv(tmp/'study/metrics3d/test_metrics.csv', index_col=0, dtype={'patient_id': str})
+    assert list(csv['class'].unique()) == ['Background', 'Esophagus', 'Heart', 'Trachea', 'Aorta']
+    assert list(csv['metric_type'].unique()) == ['Dice', 'Sensitivity', 'Specificity', 'IoU', 'Hausdorff', 'Precision', 'Volumetric', 'VOE']
+    assert list(csv['patient_id'].unique()) == [p.split('_')[1] for p in split['test']]
+    # the reference: the study's resize (torch, nearest) of the one-hot prediction, its Dice against the GT slices
+    gt = SliceDataset(tmp/'sliced', 'test', 5)
+    for pid in (exact, shifted):
+        lab = torch.from_numpy(load_volume(preds/f'{pid}.nii.gz', 'gt')[0].astype(np.int64))
+        onehot = torch.nn.functional.one_hot(lab.permute(2, 0, 1), 5).permute(3, 0, 1, 2).float()       # (K, Z, X, Y)
+        p = torch.nn.functional.interpolate(onehot, size=(24, 24), mode='nearest').to(torch.uint8)
+        g = torch.stack([gt[i]['gts'] for i in range(len(gt)) if gt.names[i].startswith(pid)], 1).to(torch.uint8)
+        dice = ((2*(p & g).sum((1, 2, 3)).float() + 1e-8)/((p.sum((1, 2, 3)) + g.sum((1, 2, 3))).float() + 1e-8)).numpy()
+        got = csv[(csv.patient_id == pid.split('_')[1]) & (csv.metric_type == 'Dice')]['metric_value'].to_numpy()
+        np.testing.assert_allclose(got, dice, rtol=1e-6)
+        assert (got[1:] < 1).any()   # even the exact prediction: torch's nearest takes the left pixel, the slicing the centre
+    assert np.load(tmp/'study/metrics3d/Hausdorff.npy').shape == (3, 5, 1)
+    r = run('segthor-test3dnnunet', '--folder', preds, '--out', tmp/'n.csv')
+    assert r.returncode == 1 and r.stderr.strip().endswith('--gt_dir is required with --grid native: the exported dataset, a SEGTHOR tree or a GT folder')

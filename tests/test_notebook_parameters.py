@@ -9,7 +9,8 @@ BIN = Path(sys.executable).parent
 PARAMS = {'04_train': {'dataset', 'data_root', 'dest', 'epochs', 'model', 'extra'},
           '05b_evaluate': {'run_dir', 'data_root', 'split', 'dest', 'source_dir', 'gt_name'},
           '06_interpretability': {'run_dir', 'weights', 'runs_dir', 'work', 'epochs', 'organ', 'k'},
-          '07_pipeline': {'dest', 'n_patients', 'shape', 'n_slices', 'slice_size', 'epochs', 'seed'}}
+          '07_pipeline': {'dest', 'n_patients', 'shape', 'n_slices', 'slice_size', 'epochs', 'seed'},
+          '05_metrics3d': {'pred_dir', 'gt_dir', 'gt_name'}}
 
 def tagged(nb): return [i for i, c in enumerate(nb.cells) if 'parameters' in c.metadata.get('tags', [])]
 

@@ -129,3 +129,40 @@ def test_loader_workers_share_the_cache(sliced):
     assert sorted(one) == sorted(two) == ds.names
     assert all(torch.equal(one[s], two[s]) for s in one)
     assert len(list((sliced/'train').glob('.slices-*.npy'))) == 1
+
+
+
+@pytest.fixture(scope='module')
+def fixed_tree(tmp_path_factory):
+    "A tampered phantom tree after `segthor-fix`; then no phantom.json or GT2: only the fix's report tells the GTs apart"
+    root = write_phantom(tmp_path_factory.mktemp('fix')/'tampered', n_patients=2, shape=(48, 48), n_slices=8, seed=3, tamper=True)
+    r = run('segthor-fix', root, '--method', 'known')
+    assert r.returncode == 0, r.stderr
+    (root/'phantom.json').unlink()
+    for f in (root/'train').glob('*/GT2.nii.gz'): f.unlink()
+    return root
+
+
+def heart_slice(root):
+    "(z, GT's heart, GT_fixed's heart) in the slice of Patient_01 where the fix moved the heart most"
+    gt, fixed = (load_volume(root/'train/Patient_01'/f, 'gt')[0] == 2 for f in ('GT.nii.gz', 'GT_fixed.nii.gz'))
+    z = int(np.argmax([(gt[:, :, k] != fixed[:, :, k]).sum() for k in range(gt.shape[2])]))
+    assert (gt[:, :, z] != fixed[:, :, z]).sum() > 10
+    return z, gt[:, :, z], fixed[:, :, z]
+
+
+def test_label_rule_reads_the_fix_and_says_so(fixed_tree, tmp_path):
+    z, gt_heart, fixed_heart = heart_slice(fixed_tree)
+    r = run('segthor-slice', '--source_dir', fixed_tree, '--dest_dir', tmp_path/'a', '--shape', 48, 48, '--retains', 0)
+    assert r.returncode == 0, r.stderr
+    assert 'train 2 / val 0' in r.stdout and r.stdout.strip().endswith('labels from GT_fixed.nii.gz') and 'warning' not in r.stderr
+    heart = read_png(tmp_path/f'a/train/gt/Patient_01_{z:04d}.png') == 2*63
+    np.testing.assert_array_equal(heart, fixed_heart)                                     # the fixed heart, not GT's
+    assert json.loads((tmp_path/'a/train/geometry.json').read_text())['Patient_01']['gt'] == 'GT_fixed.nii.gz'
+    # asked for GT.nii.gz by name: read, said, and warned once, in one line
+    r = run('segthor-slice', '--source_dir', fixed_tree, '--dest_dir', tmp_path/'b', '--shape', 48, 48, '--retains', 0, '--gt_name', 'GT.nii.gz')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith('labels from GT.nii.gz')
+    lines = [l for l in r.stderr.splitlines() if l.strip() and 'slicing:' not in l]        # (tqdm's bar aside)
+    assert len(lines) == 1 and lines[0].startswith('warning: ') and "GT.nii.gz, which looks like the course's displaced hearts" in lines[0], r.stderr
+    np.testing.assert_array_equal(read_png(tmp_path/f'b/train/gt/Patient_01_{z:04d}.png') == 2*63, gt_heart)

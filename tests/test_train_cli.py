@@ -29,16 +29,24 @@ def test_help_lists_the_study_flags():
     assert 'micro-batches per optimizer step' in r.stdout and 'sgd-wd' in r.stdout
 
 
-def test_one_line_errors(tmp_path, data):
-    r = run('--dataset', 'PHANTOM', '--data_root', tmp_path/'nothing', '--dest', tmp_path/'d', '--num_workers', 0)
+def in_process(monkeypatch, capsys, *args)->str:
+    "What `segthor-train ARGS` prints on stderr when it exits, run in this process (no start-up cost)"
+    import segthor_nb.cli as cli
+    monkeypatch.setattr(sys, 'argv', ['segthor-train', *map(str, args)])
+    with pytest.raises(SystemExit) as e: cli.segthor_train()
+    return capsys.readouterr().err + (e.value.code if isinstance(e.value.code, str) else '')
+
+
+def test_one_line_errors(tmp_path, data, monkeypatch, capsys):
+    r = run('--dataset', 'PHANTOM', '--data_root', tmp_path/'nothing', '--dest', tmp_path/'d', '--num_workers', 0)  # a real process
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
     assert 'no sliced PHANTOM train split' in r.stderr and 'segthor-slice' in r.stderr
-    r = run('--dataset', 'TOY2', '--mode', 'partial', '--dest', tmp_path/'d')
-    assert r.returncode != 0 and 'needs SEGTHOR' in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = run('--optimizer', 'lion')
-    assert r.returncode != 0 and 'invalid choice' in r.stderr
-    r = run('--data_root', data, '--dataset', 'PHANTOM', '--model', 'samed', '--model_cfg', '{"size": "tiny", "depth": 3}', '--dest', tmp_path/'e')
-    assert r.returncode != 0 and 'unknown option(s) depth' in r.stderr
+    err = in_process(monkeypatch, capsys, '--dataset', 'TOY2', '--mode', 'partial', '--dest', tmp_path/'d')
+    assert 'needs SEGTHOR' in err and len(err.strip().splitlines()) == 1
+    assert 'invalid choice' in in_process(monkeypatch, capsys, '--optimizer', 'lion')
+    err = in_process(monkeypatch, capsys, '--data_root', data, '--dataset', 'PHANTOM', '--model', 'samed', '--model_cfg',
+                     '{"size": "tiny", "depth": 3}', '--dest', tmp_path/'e')
+    assert 'unknown option(s) depth' in err and len(err.strip().splitlines()) == 1
 
 
 def test_toy2_with_shallownet(tmp_path):
