@@ -579,8 +579,10 @@ def load_run(run:Path|str,        # a train() run folder, or a checkpoint file (
     "A trained model for inference, built as training built it, loaded strictly"
     path, (cfg, K) = checkpoint_path(run, weights), _run_settings(run, overrides)
     n_file = len(read_state_dict(path))
-    model = build_model(dataclasses.replace(cfg, from_checkpoint=None), K)
+    with warnings.catch_warnings(record=True) as said:   # "random encoder": true only if the file lacks it
+        warnings.simplefilter('always'); model = build_model(dataclasses.replace(cfg, from_checkpoint=None), K)
     partial = n_file < len(model.state_dict())  # e.g. a CRF run: its network comes from from_checkpoint
+    for w in said if partial else [w for w in said if 'no checkpoint given' not in str(w.message)]: warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if partial and cfg.from_checkpoint: model = build_model(cfg, K)
     load_weights(model, path, keys=checkpoint_keys(model) if partial else None)
     return model.to(device).eval()

@@ -114,3 +114,18 @@ def test_imported_run_through_the_commands(tmp_path):
     again = subprocess.run([bin_/'segthor-import-study', tmp_path/'bestweights.pt', '--model', 'ENet', '--dest', tmp_path/'run'],
                            capture_output=True, text=True, env=env)
     assert again.returncode != 0 and len(again.stderr.strip().splitlines()) == 1   # an existing run is never overwritten
+
+
+def test_load_run_warns_of_a_random_encoder_only_when_the_file_lacks_it(tmp_path):
+    "A run file that holds the frozen trunk (as an imported one does) loads silently; one without it says the trunk is random"
+    import dataclasses, warnings
+    from segthor_nb.core import TrainConfig, write_json
+    from segthor_nb.models import get_model, save_weights, checkpoint_keys
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); net = get_model('SAM2UNet', 5, size='hiera_t')
+    write_json(dataclasses.asdict(TrainConfig(model='SAM2UNet', model_cfg={'size': 'hiera_t'})), tmp_path/'config.json')
+    for name, keys, warned in (('best', None, False), ('last', checkpoint_keys(net), True)):   # last: what training saves
+        save_weights(net, tmp_path/f'{name}.safetensors', keys=keys)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter('always'); load_run(tmp_path, name)
+        assert any('trunk is random' in str(w.message) for w in said) == warned, (name, [str(w.message) for w in said])
