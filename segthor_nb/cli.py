@@ -12,14 +12,14 @@ from dataclasses import asdict, dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Annotated
-from .core import DATASETS, MODEL_NAMES, PRESETS, TRAIN_CHOICES, DemoConfig, TrainConfig
+from .core import DATASETS, MODEL_NAMES, PRESETS, TRAIN_CHOICES, DemoConfig, TrainConfig, EvalConfig, ONLY_2D, ONLY_3D, EVAL_CHOICES
 from .core import SegthorError, command, config_command, label_name, refuse_existing, deviations_epilog
 
 # %% auto #0
-__all__ = ['NNUNET_ALIASES', 'ONLY_3D', 'ONLY_2D', 'EVAL_CHOICES', 'EVAL_ALIASES', 'flag_aliases', 'command_help', 'in_plane',
-           'segthor_phantom', 'segthor_validate', 'segthor_fix', 'segthor_slice', 'segthor_toy2', 'segthor_stitch',
-           'segthor_train', 'segthor_import_study', 'segthor_metrics3d', 'segthor_nnunet_export',
-           'segthor_test3dnnunet', 'EvalConfig', 'eval_kwargs', 'segthor_test3d', 'segthor_test', 'segthor_demo']
+__all__ = ['NNUNET_ALIASES', 'EVAL_ALIASES', 'flag_aliases', 'command_help', 'in_plane', 'segthor_phantom', 'segthor_validate',
+           'segthor_fix', 'segthor_slice', 'segthor_toy2', 'segthor_stitch', 'segthor_train', 'segthor_import_study',
+           'segthor_metrics3d', 'segthor_nnunet_export', 'segthor_test3dnnunet', 'segthor_test3d', 'segthor_test',
+           'segthor_demo']
 
 # %% ../nbs/08_cli.ipynb #d2c634c8
 def _respell(arg:str, swap:dict)->str:
@@ -272,54 +272,8 @@ def segthor_test3dnnunet(pred_dir:str='predictions', # nnU-Net's output folder: 
     print(write_results(long_df, out, overwrite, with_summary=True))
     if grid == 'study': print(f"the study's files: {', '.join(f.name for f in write_study_metrics(long_df, study_dir, K, STUDY_NNUNET, overwrite=overwrite))} in {study_dir}")
 
-# %% ../nbs/08_cli.ipynb #dbedc2d6
-@dataclass
-class EvalConfig:
-    "Flags of segthor-test and segthor-test3d: shared, then 3D-only, then 2D-only"
-    weights:str=None             # checkpoint or training run folder (also --from_checkpoint, --model_path)
-    dataset:str=None             # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM: K and the default data root (default: the run's)
-    data_root:str=None           # sliced dataset root (default: the run's, else data/<dataset>)
-    split:str='test'             # split folder to evaluate
-    dest:str=None                # results folder (default: eval/ beside the weights)
-    preset:str=None              # metric definitions: ours, or study (its ε terms, Hausdorff distances, 3D grid, files) (default: the run's)
-    mode:str='full'              # full; partial is refused, as by the study's test scripts
-    model:str=None               # ENet, shallow, samed, samed_fast or SAM2UNet (default: the run's)
-    num_classes:int=None         # K (default: the run's dataset's)
-    model_cfg:dict=None          # builder options as JSON, e.g. '{"size": "tiny"}' (default: the run's)
-    r:int=None                   # LoRA rank (default: the run's)
-    hiera_path:str=None          # SAM2UNet: the sam2 Hiera checkpoint (default: the run's)
-    crf:bool=False               # the model was trained with --crf (else: as the run was)
-    finetune_crf:bool=False      # ... and --finetune_crf (else: as the run was)
-    normalize:bool=False         # histogram-equalised [-1, 1] inputs (else: as the run was)
-    batch_size:int=None          # slices per forward pass (default: the dataset's, 8 for SEGTHOR)
-    num_workers:int=4            # DataLoader worker processes
-    gpu:bool=False               # run the model on CUDA
-    debug:bool=False             # only the first slices of the split (3D: with --grid study)
-    overwrite:bool=False         # replace earlier results in --dest
-    grid:str=None                # 3D: native (each CT's grid, mm) or study (stacked slices, voxels) (default: study under --preset study)
-    include_background:bool=False # 3D: score the background (label 0) too
-    source_dir:str=None          # SEGTHOR-layout tree with the native GT (default: stitch the GT slices)
-    gt_name:str=None             # label file in source_dir (default: GT_fixed.nii.gz if all have it, else GT.nii.gz)
-    source_scan_pattern:str=None # source scan per patient for the geometry, e.g. "data/src/train/{id_}/GT.nii.gz"
-    lcc:bool=False               # native grid: keep only the largest connected component of each organ
-    nsd_tol:float=2.0            # native grid: NSD tolerance, mm
-    surface:str='voxel'          # native grid: surface definition, voxel (MONAI, medpy) or surfel (DeepMind)
-    save_png:bool=False          # also write the predicted label PNGs (×63, the GT's names) to <dest>/png
-
 # %% ../nbs/08_cli.ipynb #393b5487
-ONLY_3D = ('grid', 'include_background', 'source_dir', 'gt_name', 'source_scan_pattern', 'lcc', 'nsd_tol', 'surface')
-ONLY_2D = ('save_png',)
-EVAL_CHOICES = dict(dataset=tuple(DATASETS), model=MODEL_NAMES, surface=('voxel', 'surfel'), preset=PRESETS, mode=('full', 'partial'),
-                    grid=('native', 'study'))
 EVAL_ALIASES = dict(weights=('--from_checkpoint', '--model_path'))  # the study's name of the weights, and an older one
-
-# %% ../nbs/08_cli.ipynb #6979cb4e
-def eval_kwargs(cfg:EvalConfig, # the parsed flags
-                skip:tuple,     # the other command's own fields
-               )->dict:
-    "Keyword arguments of `test2d` / `test3d` from `cfg`"
-    if cfg.weights is None: raise SegthorError("--weights is required: a checkpoint or a training run folder")
-    return {k: v for k, v in asdict(cfg).items() if k not in skip}
 
 # %% ../nbs/08_cli.ipynb #3685535b
 @flag_aliases(**EVAL_ALIASES)
@@ -327,7 +281,7 @@ def eval_kwargs(cfg:EvalConfig, # the parsed flags
 def segthor_test3d(cfg:EvalConfig):
     "Predict a split and score it in 3D: on each CT's grid (mm), or the study's: test3d.py"
     from segthor_nb.evaluate import test3d
-    test3d(**eval_kwargs(cfg, ONLY_2D))
+    test3d(cfg=cfg)
 
 # %% ../nbs/08_cli.ipynb #cd0346cf
 @flag_aliases(**EVAL_ALIASES)
@@ -335,7 +289,7 @@ def segthor_test3d(cfg:EvalConfig):
 def segthor_test(cfg:EvalConfig):
     "Score every slice of a split with the study's eight 2D metrics: test.py"
     from segthor_nb.evaluate import test2d
-    test2d(**eval_kwargs(cfg, ONLY_3D))
+    test2d(cfg=cfg)
 
 for _cmd, _rows in [(segthor_test, ('test', 'model')), (segthor_test3d, ('test3d', 'model'))]:
     _cmd.__wrapped__.epilog = deviations_epilog(*_rows)  # the command inside `flag_aliases` prints it with --help

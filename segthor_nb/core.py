@@ -15,11 +15,11 @@ from fastcore.script import anno_parser
 
 # %% auto #0
 __all__ = ['CLASSES', 'ORGAN_RGBA', 'DATASETS', 'MODEL_NAMES', 'LOSS_NAMES', 'OPTIMIZERS', 'PRESETS', 'PATIENT_ID',
-           'TRAIN_CHOICES', 'STUDY_DEVIATIONS', 'USER_ERRORS', 'organ_cmap', 'SegthorError', 'atomic_path',
-           'refuse_existing', 'write_json', 'read_json', 'write_csv', 'md_table', 'patient_dirs', 'looks_tampered',
-           'label_name', 'confusion', 'dice_from_confusion', 'dice_per_class', 'TrainConfig', 'DemoConfig',
-           'config_from', 'deviations', 'deviations_md', 'deviations_epilog', 'field_docs', 'config_params',
-           'parser_of', 'command', 'config_command']
+           'TRAIN_CHOICES', 'ONLY_3D', 'ONLY_2D', 'EVAL_CHOICES', 'STUDY_DEVIATIONS', 'USER_ERRORS', 'organ_cmap',
+           'SegthorError', 'atomic_path', 'refuse_existing', 'write_json', 'read_json', 'write_csv', 'md_table',
+           'patient_dirs', 'looks_tampered', 'label_name', 'confusion', 'dice_from_confusion', 'dice_per_class',
+           'TrainConfig', 'EvalConfig', 'DemoConfig', 'config_from', 'deviations', 'deviations_md', 'deviations_epilog',
+           'field_docs', 'config_params', 'parser_of', 'command', 'config_command']
 
 # %% ../nbs/00_core.ipynb #a639dde5
 CLASSES = ['background', 'esophagus', 'heart', 'trachea', 'aorta']
@@ -210,6 +210,46 @@ class TrainConfig:
 
 # %% ../nbs/00_core.ipynb #0e9d0e94
 TRAIN_CHOICES = dict(model=MODEL_NAMES, optimizer=OPTIMIZERS, dataset=tuple(DATASETS), mode=('full', 'partial'), loss=LOSS_NAMES, preset=PRESETS)
+
+# %% ../nbs/00_core.ipynb #7e28e4d1
+@dataclass
+class EvalConfig:
+    "Flags of segthor-test and segthor-test3d: shared, then 3D-only, then 2D-only"
+    weights:str=None             # checkpoint or training run folder (also --from_checkpoint, --model_path)
+    dataset:str=None             # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM: K and the default data root (default: the run's)
+    data_root:str=None           # sliced dataset root (default: the run's, else data/<dataset>)
+    split:str='test'             # split folder to evaluate
+    dest:str=None                # results folder (default: eval/ beside the weights)
+    preset:str=None              # metric definitions: ours, or study (its ε terms, Hausdorff distances, 3D grid, files) (default: the run's)
+    mode:str='full'              # full; partial is refused, as by the study's test scripts
+    model:str=None               # ENet, shallow, samed, samed_fast or SAM2UNet (default: the run's)
+    num_classes:int=None         # K (default: the run's dataset's)
+    model_cfg:dict=None          # builder options as JSON, e.g. '{"size": "tiny"}' (default: the run's)
+    r:int=None                   # LoRA rank (default: the run's)
+    hiera_path:str=None          # SAM2UNet: the sam2 Hiera checkpoint (default: the run's)
+    crf:bool=False               # the model was trained with --crf (else: as the run was)
+    finetune_crf:bool=False      # ... and --finetune_crf (else: as the run was)
+    normalize:bool=False         # histogram-equalised [-1, 1] inputs (else: as the run was)
+    batch_size:int=None          # slices per forward pass (default: the dataset's, 8 for SEGTHOR)
+    num_workers:int=4            # DataLoader worker processes
+    gpu:bool=False               # run the model on CUDA
+    debug:bool=False             # only the first slices of the split (3D: with --grid study)
+    overwrite:bool=False         # replace earlier results in --dest
+    grid:str=None                # 3D: native (each CT's grid, mm) or study (stacked slices, voxels) (default: study under --preset study)
+    include_background:bool=False # 3D: score the background (label 0) too
+    source_dir:str=None          # SEGTHOR-layout tree with the native GT (default: stitch the GT slices)
+    gt_name:str=None             # label file in source_dir (default: GT_fixed.nii.gz if all have it, else GT.nii.gz)
+    source_scan_pattern:str=None # source scan per patient for the geometry, e.g. "data/src/train/{id_}/GT.nii.gz"
+    lcc:bool=False               # native grid: keep only the largest connected component of each organ
+    nsd_tol:float=2.0            # native grid: NSD tolerance, mm
+    surface:str='voxel'          # native grid: surface definition, voxel (MONAI, medpy) or surfel (DeepMind)
+    save_png:bool=False          # also write the predicted label PNGs (×63, the GT's names) to <dest>/png
+
+# %% ../nbs/00_core.ipynb #82ffc443
+ONLY_3D = ('grid', 'include_background', 'source_dir', 'gt_name', 'source_scan_pattern', 'lcc', 'nsd_tol', 'surface')
+ONLY_2D = ('save_png',)
+EVAL_CHOICES = dict(dataset=tuple(DATASETS), model=MODEL_NAMES, surface=('voxel', 'surfel'), preset=PRESETS, mode=('full', 'partial'),
+                    grid=('native', 'study'))
 
 # %% ../nbs/00_core.ipynb #92235ea6
 @dataclass

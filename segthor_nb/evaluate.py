@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, matplotlib.pyplot as plt
 from torch import nn
 from torch.utils.data import Subset
-from .core import DATASETS, PRESETS, SegthorError, TrainConfig, atomic_path, refuse_existing, write_csv, md_table, label_name
+from .core import DATASETS, PRESETS, EvalConfig, SegthorError, TrainConfig, atomic_path, refuse_existing, write_csv, md_table, label_name
 from .data_fix import VolumeError, save_volume
 from .slicing import SliceDataset, SliceTensors, SlicingError, make_loader, stitch_volume, stitch_geometry, stitch_folder, write_png
 from .models import load_run, run_config
@@ -22,7 +22,7 @@ from .metrics import plot_organ_bars, plot_violins, plot_dice_along_z
 # %% auto #0
 __all__ = ['RESULT_NAMES', 'GRIDS', 'evaluation_setup', 'patient_slices', 'predict_split', 'patients_in_split', 'predict_volumes',
            'split_gt', 'evaluate3d', 'evaluate2d', 'evaluate3d_study', 'course_arrays', 'save_course_arrays',
-           'write_results', 'eval_grid', 'test3d', 'test2d']
+           'write_results', 'eval_grid', 'eval_config', 'config_setup', 'test3d', 'test2d']
 
 # %% ../nbs/05b_evaluate.ipynb #9e049f83
 def _json_option(name:str, v)->dict:
@@ -318,83 +318,55 @@ def _native3d(net, root, split, dest, source_dir, gt_name, source_scan_pattern, 
     return evaluate3d(dest/'predictions', root, split, dest/'gt', source_dir, gt_name, predict_kw['num_classes'], lcc, nsd_tol,
                       surface, overwrite, include_background)
 
+# %% ../nbs/05b_evaluate.ipynb #8801b0bd
+def eval_config(weights:Path|str|None=None, # checkpoint or training run folder (the one flag without a default)
+                cfg:EvalConfig|None=None,   # the other settings; default: `EvalConfig()`, the commands' defaults
+                **kwargs,                   # fields to change
+               )->EvalConfig:
+    "The evaluation's settings: `cfg` with `weights` and `kwargs` set"
+    c = dataclasses.replace(cfg or EvalConfig(), **({'weights': str(weights)} if weights is not None else {}), **kwargs)
+    if c.weights is None: raise SegthorError("--weights is required: a checkpoint or a training run folder")
+    return c
+
+def config_setup(c:EvalConfig)->dict:
+    "`evaluation_setup` for an `EvalConfig`; its unset model flags are the run's"
+    over = dict(model=c.model, num_classes=c.num_classes, model_cfg=c.model_cfg, r=c.r, hiera_path=c.hiera_path,
+                crf=c.crf or None, finetune_crf=c.finetune_crf or None, normalize=c.normalize or None)
+    return evaluation_setup(c.weights, c.dataset, c.data_root, c.dest, c.gpu, c.preset, c.mode, **over)
+
 # %% ../nbs/05b_evaluate.ipynb #780fc205
-def test3d(weights:Path|str,         # checkpoint or training run folder
-           dataset:str=None,         # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM: K and the default data root
-           data_root:str=None,       # sliced dataset root (default: the run's, else data/<dataset>)
-           split:str='test',         # split folder to evaluate
-           dest:str=None,            # results folder (default: eval/ beside the weights)
-           grid:str=None,            # 'native' (each CT's grid, mm) or 'study' (stacked slices, voxels); None: the preset's
-           include_background:bool=False, # score the background (label 0) too, as test3d.py's flag
-           preset:str=None,          # 'ours' or 'study' (its metric definitions and grid); None: the run's
-           source_dir:str=None,      # SEGTHOR-layout tree with the native GT (default: stitch the GT slices)
-           gt_name:str=None,         # label file in source_dir's patient folders (default: GT_fixed.nii.gz if all have it)
-           source_scan_pattern:str=None, # source scan per patient for the geometry, e.g. "data/src/train/{id_}/GT.nii.gz"
-           model:str=None,           # ENet, shallow, samed, samed_fast or SAM2UNet (default: the run's)
-           num_classes:int=None,     # K (default: the run's dataset's)
-           model_cfg:dict|str=None,  # builder options, a dict or JSON, e.g. '{"size": "tiny"}' (default: the run's)
-           r:int=None,               # LoRA rank (default: the run's)
-           hiera_path:str=None,      # SAM2UNet: the sam2 Hiera checkpoint (default: the run's)
-           crf:bool=False,           # the model was trained with crf (else: as the run was)
-           finetune_crf:bool=False,  # ... and finetune_crf (else: as the run was)
-           normalize:bool=False,     # histogram-equalised [-1, 1] inputs (else: as the run was)
-           mode:str='full',          # 'partial' is refused, as by the study
-           batch_size:int=None,      # slices per forward pass (default: the dataset's, 8 for SEGTHOR)
-           num_workers:int=0,        # DataLoader worker processes
-           gpu:bool=False,           # run the model on CUDA
-           debug:bool=False,         # only the first slices of the split (grid 'study')
-           lcc:bool=False,           # native grid: keep only the largest connected component of each organ
-           nsd_tol:float=2.0,        # native grid: NSD tolerance, mm
-           surface:str='voxel',      # native grid: 'voxel' (MONAI, medpy) or 'surfel' (DeepMind)
-           overwrite:bool=False,     # replace earlier results in dest
-          )->pd.DataFrame:           # the summary table (organs × metrics)
+def test3d(weights:Path|str|None=None, # checkpoint or training run folder
+           cfg:EvalConfig|None=None,   # the other settings (segthor-test3d's flags); default: `EvalConfig()`
+           **kwargs,                   # `EvalConfig` fields to change, e.g. split='val', source_dir=...
+          )->pd.DataFrame:             # the summary table (organs × metrics)
     "Predict a split, score it in 3D on each CT's grid (mm) or the study's: test3d.py"
-    s = evaluation_setup(weights, dataset, data_root, dest, gpu, preset, mode, model=model, num_classes=num_classes, model_cfg=model_cfg,
-                         r=r, hiera_path=hiera_path, crf=crf or None, finetune_crf=finetune_crf or None, normalize=normalize or None)
-    root, dest, K, grid = s['data_root'], s['dest'], s['num_classes'], eval_grid(grid, s['preset'], debug)
+    c = eval_config(weights, cfg, **kwargs); s = config_setup(c)
+    root, dest, K, grid = s['data_root'], s['dest'], s['num_classes'], eval_grid(c.grid, s['preset'], c.debug)
     kind = '3d' if grid == 'native' else '3d_study'
-    refuse_existing([dest/n for n in RESULT_NAMES[kind]] + ([dest/'metrics3d/test_metrics.csv'] if grid == 'study' else []), overwrite)
-    kw = dict(num_classes=K, normalize=s['normalize'], batch_size=batch_size or s['batch_size'], device=s['device'], num_workers=num_workers)
-    if grid == 'study': long_df = evaluate3d_study(s['model'], root, split, include_background, debug=debug, **kw)
-    else: long_df = _native3d(s['model'], root, split, dest, source_dir, gt_name, source_scan_pattern, include_background, lcc, nsd_tol, surface, overwrite, **kw)
-    table = write_results(long_df, dest, kind, K, overwrite)
-    if grid == 'study': write_study_metrics(long_df, dest/'metrics3d', K, overwrite=overwrite)
+    refuse_existing([dest/n for n in RESULT_NAMES[kind]] + ([dest/'metrics3d/test_metrics.csv'] if grid == 'study' else []), c.overwrite)
+    kw = dict(num_classes=K, normalize=s['normalize'], batch_size=c.batch_size or s['batch_size'], device=s['device'], num_workers=c.num_workers)
+    if grid == 'study': long_df = evaluate3d_study(s['model'], root, c.split, c.include_background, debug=c.debug, **kw)
+    else: long_df = _native3d(s['model'], root, c.split, dest, c.source_dir, c.gt_name, c.source_scan_pattern, c.include_background,
+                              c.lcc, c.nsd_tol, c.surface, c.overwrite, **kw)
+    table = write_results(long_df, dest, kind, K, c.overwrite)
+    if grid == 'study': write_study_metrics(long_df, dest/'metrics3d', K, overwrite=c.overwrite)
     print(table.to_string())
-    print(f"{long_df['patient'].nunique()} patients of {root/split} scored in 3D ({GRIDS[grid]}); results in {dest}")
+    print(f"{long_df['patient'].nunique()} patients of {root/c.split} scored in 3D ({GRIDS[grid]}); results in {dest}")
     return table
 
 # %% ../nbs/05b_evaluate.ipynb #a758271c
-def test2d(weights:Path|str,         # checkpoint or training run folder
-           dataset:str=None,         # TOY2, SEGTHOR, SEGTHOR_MANUAL_SPLIT or PHANTOM: K and the default data root
-           data_root:str=None,       # sliced dataset root (default: the run's, else data/<dataset>)
-           split:str='test',         # split folder to evaluate
-           dest:str=None,            # results folder (default: eval/ beside the weights)
-           save_png:bool=False,      # also write the predicted label PNGs (×63, the GT's names) to <dest>/png
-           preset:str=None,          # 'ours' or 'study' (its metric definitions and files); None: the run's
-           model:str=None,           # ENet, shallow, samed, samed_fast or SAM2UNet (default: the run's)
-           num_classes:int=None,     # K (default: the run's dataset's)
-           model_cfg:dict|str=None,  # builder options, a dict or JSON, e.g. '{"size": "tiny"}' (default: the run's)
-           r:int=None,               # LoRA rank (default: the run's)
-           hiera_path:str=None,      # SAM2UNet: the sam2 Hiera checkpoint (default: the run's)
-           crf:bool=False,           # the model was trained with crf (else: as the run was)
-           finetune_crf:bool=False,  # ... and finetune_crf (else: as the run was)
-           normalize:bool=False,     # histogram-equalised [-1, 1] inputs (else: as the run was)
-           mode:str='full',          # 'partial' is refused, as by the study
-           batch_size:int=None,      # slices per forward pass (default: the dataset's, 8 for SEGTHOR)
-           num_workers:int=0,        # DataLoader worker processes
-           gpu:bool=False,           # run the model on CUDA
-           debug:bool=False,         # only the first slices of the split
-           overwrite:bool=False,     # replace earlier results in dest
-          )->pd.DataFrame:           # the summary table (organs × metrics)
+def test2d(weights:Path|str|None=None, # checkpoint or training run folder
+           cfg:EvalConfig|None=None,   # the other settings (segthor-test's flags); default: `EvalConfig()`
+           **kwargs,                   # `EvalConfig` fields to change, e.g. split='val', save_png=True
+          )->pd.DataFrame:             # the summary table (organs × metrics)
     "Score every slice of a split with the study's eight 2D metrics: test.py"
-    s = evaluation_setup(weights, dataset, data_root, dest, gpu, preset, mode, model=model, num_classes=num_classes, model_cfg=model_cfg,
-                         r=r, hiera_path=hiera_path, crf=crf or None, finetune_crf=finetune_crf or None, normalize=normalize or None)
+    c = eval_config(weights, cfg, **kwargs); s = config_setup(c)
     root, dest, K, study = s['data_root'], s['dest'], s['num_classes'], s['preset'] == 'study'
-    refuse_existing([dest/n for n in RESULT_NAMES['2d']] + ([dest/'metrics2d/test_metrics.csv'] if study else []), overwrite)
-    kw = dict(num_classes=K, normalize=s['normalize'], batch_size=batch_size or s['batch_size'], device=s['device'], num_workers=num_workers, debug=debug)
-    long_df = evaluate2d(s['model'], root, split, dest/'png' if save_png else None, overwrite, s['preset'], **kw)
-    table = write_results(long_df, dest, '2d', K, overwrite)
-    if study: write_study_metrics(long_df, dest/'metrics2d', K, batch_size=kw['batch_size'], overwrite=overwrite)
+    refuse_existing([dest/n for n in RESULT_NAMES['2d']] + ([dest/'metrics2d/test_metrics.csv'] if study else []), c.overwrite)
+    kw = dict(num_classes=K, normalize=s['normalize'], batch_size=c.batch_size or s['batch_size'], device=s['device'], num_workers=c.num_workers, debug=c.debug)
+    long_df = evaluate2d(s['model'], root, c.split, dest/'png' if c.save_png else None, c.overwrite, s['preset'], **kw)
+    table = write_results(long_df, dest, '2d', K, c.overwrite)
+    if study: write_study_metrics(long_df, dest/'metrics2d', K, batch_size=kw['batch_size'], overwrite=c.overwrite)
     print(table.to_string())
-    print(f"{long_df['patient'].nunique()} patients, {len(long_df[['patient', 'slice']].drop_duplicates())} slices of {root/split} scored in 2D; results in {dest}")
+    print(f"{long_df['patient'].nunique()} patients, {len(long_df[['patient', 'slice']].drop_duplicates())} slices of {root/c.split} scored in 2D; results in {dest}")
     return table

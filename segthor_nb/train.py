@@ -8,7 +8,7 @@ Docs: https://segthor-nb.github.io/segthor_nb/train.html.md"""
 
 # %% ../nbs/04_train.ipynb #7c3405e9
 from __future__ import annotations
-import os, json, math, time, random, warnings, contextlib, dataclasses
+import os, sys, json, math, time, random, warnings, contextlib, dataclasses, subprocess
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -34,9 +34,10 @@ __all__ = ['CLIP_NORM', 'HEART', 'AUGMENTATIONS', 'RESULT_FILES', 'RESUMABLE', '
            'seed_everything', 'rng_state', 'set_rng_state', 'make_optimizer', 'lr_factor', 'warmup_cosine',
            'AdaptiveSampler', 'affine_matrix', 'warp', 'study_params', 'nnunet_params', 'intensity_transform',
            'augment_batch', 'tiny_phantom', 'random_patches', 'one_hot', 'all_sum', 'DiceMeter', 'save_last',
-           'finish_last', 'load_last', 'check_dest', 'write_history', 'plot_curves', 'overlay_figure', 'start_wandb',
-           'dist_env', 'load_split', 'wrap_model', 'optimizer_steps', 'Trainer', 'freeze_eval', 'float_outputs',
-           'train', 'papermill_config']
+           'finish_last', 'load_last', 'check_dest', 'write_history', 'plot_curves', 'overlay_figure', 'dist_env',
+           'load_split', 'wrap_model', 'optimizer_steps', 'Trainer', 'freeze_eval', 'float_outputs', 'wandb_mode',
+           'env_vars', 'wandb_dirs', 'wandb_state', 'save_wandb_state', 'start_wandb', 'images_every', 'wandb_run',
+           'wandb_records', 'wandb_history', 'train', 'papermill_config']
 
 # %% ../nbs/04_train.ipynb #01b20e32
 CLIP_NORM = 1.0   # the study's gradient-clipping max norm
@@ -428,18 +429,6 @@ def overlay_figure(images:Tensor, labels:Tensor, preds:Tensor, value_range:tuple
     plt.tight_layout()
     return fig
 
-# %% ../nbs/04_train.ipynb #cc4cda45
-def _wandb():
-    "The wandb module, or a clear error"
-    try: import wandb
-    except ImportError: raise TrainError("--use_wandb: wandb is not installed (pip install wandb), or drop --use_wandb") from None
-    return wandb
-
-def start_wandb(cfg:TrainConfig, dest:Path):
-    "A wandb run for `cfg`, offline without WANDB_API_KEY (WANDB_MODE overrides)"
-    mode = os.environ.get('WANDB_MODE') or ('online' if os.environ.get('WANDB_API_KEY') else 'offline')
-    return _wandb().init(project='segthor_nb', name=dest.name, dir=str(dest), config=asdict(cfg), mode=mode)
-
 # %% ../nbs/04_train.ipynb #a0d7a680
 def dist_env(gpu:bool=False)->dict:
     "Rank, world size and device from torchrun's environment; joins the process group"
@@ -617,9 +606,7 @@ def end_epoch(self:Trainer, row:dict):
     save_last(self.dest, self.model, state)
     write_history(self.dest, self.history)
     plt.close(plot_curves(self.history, self.names, self.dest/'curves.png'))
-    if self.wandb is not None:
-        self.wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and not math.isnan(v)}, step=row['epoch'])
-        if improved: self.log_overlays()
+    if self.wandb is not None: self.log_epoch(row)
     if self.cfg.progress:
         val = f" | val {row['val_loss']:.4f} | 3D Dice {row['dice3d_fg']:.3f} (2D {row['dice2d_fg']:.3f})" if 'val_loss' in row else ''
         print(f"epoch {row['epoch']:>3}/{self.cfg.epochs} | lr {row['lr']:.2e} | train {row['train_loss']:.4f}{val} | {row['seconds']:.1f} s", flush=True)
@@ -653,11 +640,6 @@ def overlays(self:Trainer, n:int=3):
     with self.autocast(): pred = self.eval_net(x).argmax(1)
     return overlay_figure(x, y, pred, self.value_range, [self.val_ds.names[i] for i in idx])
 
-@patch
-def log_overlays(self:Trainer):
-    "Upload the prediction overlays to wandb"
-    fig = self.overlays(); self.wandb.log({'overlays': _wandb().Image(fig)}, step=self.epoch); plt.close(fig)
-
 # %% ../nbs/04_train.ipynb #680caad3
 @patch
 def save_overlays(self:Trainer):
@@ -677,15 +659,128 @@ def summary(self:Trainer)->dict:
 @patch
 def fit(self:Trainer, until:int|None=None)->dict:
     "Train from `self.epoch` to epoch `until` (default: the last); the run's summary"
-    cfg = self.cfg
-    for epoch in range(self.epoch, min(until or cfg.epochs, cfg.epochs)):
+    cfg, start = self.cfg, self.epoch
+    for epoch in range(start, min(until or cfg.epochs, cfg.epochs)):
         t0 = time.time(); train_loss = self.train_epoch(epoch)
         row = dict(epoch=epoch + 1, lr=self.last_lr, train_loss=train_loss)
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs: row |= self.validate()
         row['seconds'] = time.time() - t0
         self.end_epoch(row)
-    if self.rank == 0 and self.best is not None and self.epoch == cfg.epochs: plt.close(self.save_overlays())
+    if self.rank == 0 and self.best is not None and self.epoch == cfg.epochs:
+        plt.close(self.save_overlays())
+        if self.wandb is not None and self.epoch > start: self.log_final()
     return self.summary()
+
+# %% ../nbs/04_train.ipynb #2fce63c1
+def _wandb():
+    "The wandb module, or a clear error"
+    try: import wandb
+    except ImportError: raise TrainError("--use_wandb: wandb is not installed (pip install wandb), or drop --use_wandb") from None
+    return wandb
+
+def wandb_mode()->str:
+    "'online' with WANDB_API_KEY, else 'offline'; WANDB_MODE overrides"
+    return os.environ.get('WANDB_MODE') or ('online' if os.environ.get('WANDB_API_KEY') else 'offline')
+
+# %% ../nbs/04_train.ipynb #4ddd44d8
+@contextlib.contextmanager
+def env_vars(**kw):
+    "Set (a value) or unset (None) environment variables while the block runs"
+    def put(d):
+        for k, v in d.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = str(v)
+    old = {k: os.environ.get(k) for k in kw}
+    put(kw)
+    try: yield
+    finally: put(old)
+
+# %% ../nbs/04_train.ipynb #1d3e51a9
+def wandb_dirs(dest:Path):
+    "A context where wandb's cache and staging folders are in `dest/wandb`, unless set"
+    return env_vars(**{k: os.environ.get(k) or dest/'wandb'/sub for k, sub in (('WANDB_CACHE_DIR', 'cache'), ('WANDB_DATA_DIR', 'data'))})
+
+# %% ../nbs/04_train.ipynb #0bf4d5b9
+def wandb_state(dest:Path)->dict:
+    "The W&B run of `dest`: its `id` and the last `epoch` logged ({} if none)"
+    f = dest/'wandb'/'segthor_run.json'
+    return json.loads(f.read_text()) if f.exists() else {}
+
+def save_wandb_state(dest:Path, run_id:str, epoch:int):
+    "Record the W&B run of `dest` (atomically)"
+    with atomic_path(dest/'wandb'/'segthor_run.json') as tmp: tmp.write_text(json.dumps(dict(id=run_id, epoch=epoch)))
+
+def start_wandb(cfg:TrainConfig, dest:Path, run_id:str|None=None):
+    "A W&B run of `cfg` in `dest/wandb` (offline without a key); `run_id`: continue that run"
+    dest.mkdir(parents=True, exist_ok=True)
+    return _wandb().init(project=os.environ.get('WANDB_PROJECT') or 'segthor_nb', name=dest.name, dir=str(dest),
+                         config=asdict(cfg), mode=wandb_mode(), id=run_id, resume='allow' if run_id else None)
+
+# %% ../nbs/04_train.ipynb #6b09b0b7
+def images_every()->int:
+    "Epochs between overlay uploads: SEGTHOR_WANDB_IMAGES_EVERY (default 10; 0: the last only)"
+    v = os.environ.get('SEGTHOR_WANDB_IMAGES_EVERY', '10').strip()
+    _check(v.isdigit(), f"SEGTHOR_WANDB_IMAGES_EVERY={v!r}: expected a whole number of epochs (0: the last epoch only)")
+    return int(v)
+
+# %% ../nbs/04_train.ipynb #4297ae05
+@patch
+def log_epoch(self:Trainer, row:dict, images:bool=True):
+    "Send an epoch's `row` to W&B (NaN left out); overlays every few epochs and at the last"
+    self.wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and not math.isnan(v)}, step=row['epoch'])
+    n = images_every()
+    if images and ((n and row['epoch'] % n == 0) or row['epoch'] == self.cfg.epochs): self.log_overlays()
+    save_wandb_state(self.dest, self.wandb.id, row['epoch'])
+
+@patch
+def log_overlays(self:Trainer):
+    "Upload the prediction overlays of the validation slices, as a `wandb.Image`"
+    fig = self.overlays()
+    self.wandb.log({'overlays': _wandb().Image(fig, caption=f'epoch {self.epoch}: image | ground truth | prediction')}, step=self.epoch)
+    plt.close(fig)
+
+# %% ../nbs/04_train.ipynb #f9675fbf
+@patch
+def log_final(self:Trainer):
+    "The curves, the best epoch's per-organ Dice as a `wandb.Table`, the best checkpoint (optional)"
+    wb, row = _wandb(), next(r for r in self.history if r['epoch'] == self.best['epoch'])
+    rows = [[n, row[f'dice3d_{n}'], row[f'dice2d_{n}']] for n in self.names[1:]] + [['mean (trained organs)', row['dice3d_fg'], row['dice2d_fg']]]
+    self.wandb.log({'best_val_dice': wb.Table(columns=['organ', 'dice3d', 'dice2d'], data=rows),
+                    'curves': wb.Image(str(self.dest/'curves.png'))}, step=self.epoch)
+    self.wandb.summary.update({f'best_{k}': v for k, v in self.best.items()})
+    if os.environ.get('SEGTHOR_WANDB_ARTIFACT') == '1':
+        art = wb.Artifact(f'model-{self.wandb.id}', type='model', metadata=self.best)
+        art.add_file(str(self.dest/'best.safetensors')); self.wandb.log_artifact(art, aliases=['best'])
+
+# %% ../nbs/04_train.ipynb #39bdba59
+@contextlib.contextmanager
+def wandb_run(tr:Trainer):
+    "`tr.wandb` while the block runs: a W&B run on process 0 with `--use_wandb`, else None"
+    if not tr.cfg.use_wandb or tr.rank > 0: yield None; return
+    with wandb_dirs(tr.dest):
+        known = wandb_state(tr.dest) if tr.epoch > 0 else {}
+        tr.wandb = start_wandb(tr.cfg, tr.dest, known.get('id'))
+        save_wandb_state(tr.dest, tr.wandb.id, known.get('epoch', 0))
+        for row in tr.history:                                   # epochs done before W&B was asked for
+            if row['epoch'] > known.get('epoch', 0): tr.log_epoch(row, images=False)
+        try: yield tr.wandb
+        except BaseException: tr.wandb.finish(exit_code=1); tr.wandb = None; raise
+        tr.wandb.finish(); tr.wandb = None
+
+# %% ../nbs/04_train.ipynb #94a8af58
+def wandb_records(dest:Path)->list:
+    "Every record of `dest`'s offline W&B runs, oldest first, read by `wandb leet inspect --json`"
+    recs = []
+    for f in sorted(Path(dest).glob('wandb/offline-run-*/run-*.wandb')):
+        r = subprocess.run([sys.executable, '-m', 'wandb', 'leet', 'inspect', '--json', str(f)], capture_output=True, text=True)
+        if r.returncode: raise TrainError(f"{f}: wandb could not read it ({r.stderr.strip().splitlines()[-1:]})")
+        recs += [json.loads(l) for l in r.stdout.splitlines() if l.startswith('{')]
+    return recs
+
+def wandb_history(dest:Path)->pd.DataFrame:
+    "The epochs `dest`'s offline W&B runs logged, one row per step (W&B's own columns dropped)"
+    df = pd.DataFrame([r['history']['item'] for r in wandb_records(dest) if r['type'] == 'history'])
+    return df[[c for c in df if not c.startswith('_')]].sort_values('epoch', ignore_index=True) if len(df) else df
 
 # %% ../nbs/04_train.ipynb #2fb85254
 def train(cfg:TrainConfig|None=None, # the run's configuration (default: `TrainConfig()`)
@@ -707,10 +802,7 @@ def train(cfg:TrainConfig|None=None, # the run's configuration (default: `TrainC
         if resumable: tr.resume()
         if env['rank'] == 0:
             with atomic_path(dest/'config.json') as tmp: tmp.write_text(json.dumps(asdict(tr.cfg), indent=1))
-            if cfg.use_wandb: tr.wandb = start_wandb(tr.cfg, dest)
-        try: return tr.fit()
-        finally:
-            if tr.wandb is not None: tr.wandb.finish()
+        with wandb_run(tr): return tr.fit()
     finally:
         if env['owns']: dist.destroy_process_group()
 

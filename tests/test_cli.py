@@ -2,11 +2,12 @@
 spelling, the training flags are `TrainConfig`'s fields, `segthor-test` and `segthor-test3d` share their flags, a user's
 mistake is one line on stderr, and importing the commands loads none of the heavy libraries."""
 import subprocess, sys, tomllib, types
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 import pytest
 from segthor_nb.core import DemoConfig, TrainConfig, parser_of
-from segthor_nb.cli import EvalConfig, ONLY_2D, ONLY_3D, segthor_slice, segthor_test, segthor_test3d, segthor_train
+from segthor_nb.core import EvalConfig, ONLY_2D, ONLY_3D
+from segthor_nb.cli import segthor_slice, segthor_test, segthor_test3d, segthor_train
 
 BIN = Path(sys.executable).parent
 SCRIPTS = tomllib.loads((Path(__file__).parents[1]/'pyproject.toml').read_text())['project']['scripts']
@@ -84,7 +85,7 @@ def fake_module(monkeypatch, name, **functions):
 
 def test_study_spellings_of_weights(monkeypatch):
     seen = {}
-    fake_module(monkeypatch, 'evaluate', test3d=lambda **kw: seen.update(kw))
+    fake_module(monkeypatch, 'evaluate', test3d=lambda cfg: seen.update(asdict(cfg)))
     monkeypatch.setattr(sys, 'argv', ['segthor-test3d', '--model_path', 'runs/x', '--split', 'val', '--model_cfg', '{"size": "tiny"}'])
     segthor_test3d()
     assert (seen['weights'], seen['split'], seen['model_cfg'], seen['gt_name']) == ('runs/x', 'val', {'size': 'tiny'}, None)
