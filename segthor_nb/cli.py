@@ -8,11 +8,11 @@ Docs: https://segthor-nb.github.io/segthor_nb/cli.html.md"""
 from __future__ import annotations
 import functools, os, sys
 from contextlib import redirect_stdout
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from io import StringIO
 from pathlib import Path
 from typing import Annotated
-from .core import DATASETS, MODEL_NAMES, PRESETS, TRAIN_CHOICES, DemoConfig, TrainConfig, EvalConfig, ONLY_2D, ONLY_3D, EVAL_CHOICES
+from .core import DATASETS, TRAIN_CHOICES, DemoConfig, TrainConfig, EvalConfig, ONLY_2D, ONLY_3D, EVAL_CHOICES
 from .core import SegthorError, command, config_command, label_name, refuse_existing, deviations_epilog
 
 # %% auto #0
