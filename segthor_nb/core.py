@@ -6,7 +6,7 @@ Docs: https://segthor-nb.github.io/segthor_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #4e60f175
 from __future__ import annotations
-import argparse, contextlib, functools, inspect, json, os, re, sys, tempfile, textwrap, warnings
+import argparse, contextlib, functools, importlib.metadata, importlib.util, inspect, json, os, platform, re, subprocess, sys, tempfile, textwrap, warnings
 from dataclasses import dataclass, field, fields, MISSING
 from pathlib import Path
 from typing import Annotated
@@ -14,12 +14,13 @@ import numpy as np
 from fastcore.script import anno_parser
 
 # %% auto #0
-__all__ = ['CLASSES', 'ORGAN_RGBA', 'DATASETS', 'MODEL_NAMES', 'LOSS_NAMES', 'OPTIMIZERS', 'PRESETS', 'PATIENT_ID',
-           'TRAIN_CHOICES', 'ONLY_3D', 'ONLY_2D', 'EVAL_CHOICES', 'STUDY_DEVIATIONS', 'USER_ERRORS', 'organ_cmap',
-           'SegthorError', 'atomic_path', 'refuse_existing', 'write_json', 'read_json', 'write_csv', 'md_table',
-           'patient_dirs', 'looks_tampered', 'label_name', 'confusion', 'dice_from_confusion', 'dice_per_class',
-           'TrainConfig', 'EvalConfig', 'DemoConfig', 'config_from', 'deviations', 'deviations_md', 'deviations_epilog',
-           'field_docs', 'config_params', 'parser_of', 'command', 'config_command']
+__all__ = ['CLASSES', 'ORGAN_RGBA', 'DATASETS', 'MODEL_NAMES', 'LOSS_NAMES', 'OPTIMIZERS', 'PRESETS', 'PACKAGE_DIR',
+           'PROVENANCE_PACKAGES', 'PATIENT_ID', 'TRAIN_CHOICES', 'ONLY_3D', 'ONLY_2D', 'EVAL_CHOICES',
+           'STUDY_DEVIATIONS', 'USER_ERRORS', 'organ_cmap', 'SegthorError', 'atomic_path', 'refuse_existing',
+           'write_json', 'read_json', 'write_csv', 'md_table', 'provenance', 'patient_dirs', 'looks_tampered',
+           'label_name', 'confusion', 'dice_from_confusion', 'dice_per_class', 'TrainConfig', 'EvalConfig',
+           'DemoConfig', 'config_from', 'deviations', 'deviations_md', 'deviations_epilog', 'field_docs',
+           'config_params', 'parser_of', 'command', 'config_command']
 
 # %% ../nbs/00_core.ipynb #a639dde5
 CLASSES = ['background', 'esophagus', 'heart', 'trachea', 'aorta']
@@ -99,6 +100,32 @@ def md_table(df, digits:int=3)->str:
     fmt = lambda v: f'{v:.{digits}f}' if isinstance(v, float) else str(v)
     rows = [list(map(str, d.columns)), ['---']*len(d.columns)] + [[fmt(v) for v in r] for r in d.itertuples(index=False)]
     return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows) + '\n'
+
+# %% ../nbs/00_core.ipynb #ac70e50f
+PACKAGE_DIR = Path(importlib.util.find_spec('segthor_nb').origin).parent   # the installed package (a checkout when editable)
+PROVENANCE_PACKAGES = ('segthor_nb', 'torch', 'numpy', 'scipy', 'monai', 'nibabel', 'segment-anything', 'sam2', 'nnunetv2')
+
+def _git(*args)->str|None:
+    "The output of a git command in the package's checkout, or None"
+    try: r = subprocess.run(['git', *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired): return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+# %% ../nbs/00_core.ipynb #877b3ac2
+def provenance(argv:list|None=None)->dict: # the command line; None: sys.argv
+    "Command line, git commit, package versions, Python, torch/CUDA and GPU of this process"
+    versions = {}
+    for name in PROVENANCE_PACKAGES:
+        try: versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError: pass
+    commit = _git('rev-parse', 'HEAD')
+    out = dict(command=' '.join(map(str, sys.argv if argv is None else argv)), commit=commit,
+               dirty=bool(_git('status', '--porcelain', '--untracked-files=no')) if commit else None,
+               python=platform.python_version(), platform=platform.platform(), versions=versions)
+    if (torch := sys.modules.get('torch')) is not None:   # only what this process already uses
+        cuda = torch.cuda.is_available()
+        out.update(torch_cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(0) if cuda else None)
+    return out
 
 # %% ../nbs/00_core.ipynb #1031df16
 PATIENT_ID = re.compile(r'Patient_\d+')

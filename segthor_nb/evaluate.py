@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, matplotlib.pyplot as plt
 from torch import nn
 from torch.utils.data import Subset
-from .core import DATASETS, PRESETS, EvalConfig, SegthorError, TrainConfig, atomic_path, refuse_existing, write_csv, md_table, label_name
+from .core import DATASETS, PRESETS, EvalConfig, SegthorError, TrainConfig, atomic_path, refuse_existing, write_csv, write_json, md_table, label_name, provenance
 from .data_fix import VolumeError, save_volume
 from .slicing import SliceDataset, SliceTensors, SlicingError, make_loader, stitch_volume, stitch_geometry, stitch_folder, write_png
 from .models import load_run, run_config
@@ -350,6 +350,7 @@ def test3d(weights:Path|str|None=None, # checkpoint or training run folder
                               c.lcc, c.nsd_tol, c.surface, c.overwrite, **kw)
     table = write_results(long_df, dest, kind, K, c.overwrite)
     if grid == 'study': write_study_metrics(long_df, dest/'metrics3d', K, overwrite=c.overwrite)
+    write_json(dict(provenance(), settings=dataclasses.asdict(c)), dest/'provenance3d.json')   # how these numbers were made
     print(table.to_string())
     print(f"{long_df['patient'].nunique()} patients of {root/c.split} scored in 3D ({GRIDS[grid]}); results in {dest}")
     return table
@@ -367,6 +368,7 @@ def test2d(weights:Path|str|None=None, # checkpoint or training run folder
     long_df = evaluate2d(s['model'], root, c.split, dest/'png' if c.save_png else None, c.overwrite, s['preset'], **kw)
     table = write_results(long_df, dest, '2d', K, c.overwrite)
     if study: write_study_metrics(long_df, dest/'metrics2d', K, batch_size=kw['batch_size'], overwrite=c.overwrite)
+    write_json(dict(provenance(), settings=dataclasses.asdict(c)), dest/'provenance2d.json')
     print(table.to_string())
     print(f"{long_df['patient'].nunique()} patients, {len(long_df[['patient', 'slice']].drop_duplicates())} slices of {root/c.split} scored in 2D; results in {dest}")
     return table
