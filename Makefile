@@ -6,8 +6,9 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 DEMO   ?= data/demo
 DEMO_FLAGS ?=          # e.g. make demo DEMO_FLAGS=--overwrite to replace an earlier demo
+LAB_FLAGS ?=           # e.g. make lab LAB_FLAGS="--no-browser --ip 0.0.0.0" on a remote GPU box
 
-.PHONY: install demo test test-all grid gates readme docs docs-check clean-nbs export
+.PHONY: install demo test test-all grid gates readme docs docs-check clean-nbs export lab
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -31,6 +32,9 @@ grid: install            ## the study's experiment grid on the phantom (runs/REA
 
 gates: install           ## what CI checks before testing: clean notebooks, package and README in sync
 	bash tools/gates.sh
+
+lab: install             ## JupyterLab on nbs/ (the notebooks, live widgets included); --allow-root only as root
+	$(BIN)/jupyter lab --ServerApp.root_dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS)
 
 readme: install
 	$(BIN)/python tools/readme.py

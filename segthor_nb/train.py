@@ -22,7 +22,7 @@ from tqdm import tqdm
 from fastcore.basics import patch
 from monai.networks.layers import GaussianFilter
 from monai.transforms import AdjustContrast
-from .core import DATASETS, LOSS_NAMES, OPTIMIZERS, SegthorError, TrainConfig, atomic_path, dice_from_confusion
+from .core import DATASETS, LOSS_NAMES, OPTIMIZERS, SegthorError, TrainConfig, atomic_path, dice_from_confusion, provenance, read_json, write_json
 from .data_fix import write_phantom, show_labels
 from .slicing import SliceDataset, SliceTensors, make_loader, slice_tree
 from .models import CheckpointError, save_weights, load_weights, checkpoint_metadata
@@ -384,7 +384,7 @@ def check_dest(dest:Path, resume:bool=False, overwrite:bool=False, delete:bool=T
         raise TrainError(f"{dest}: holds the results of an earlier run ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}); "
                          "pass --resume to continue it or --overwrite to replace it")
     if delete:
-        for f in found + ['config.json']: (dest/f).unlink(missing_ok=True)
+        for f in found + ['config.json', 'provenance.json']: (dest/f).unlink(missing_ok=True)
     return False
 
 # %% ../nbs/04_train.ipynb #7b3687aa
@@ -757,6 +757,7 @@ def log_final(self:Trainer):
 def wandb_run(tr:Trainer):
     "`tr.wandb` while the block runs: a W&B run on process 0 with `--use_wandb`, else None"
     if not tr.cfg.use_wandb or tr.rank > 0: yield None; return
+    images_every()                                               # a bad value fails now, not after an epoch
     with wandb_dirs(tr.dest):
         known = wandb_state(tr.dest) if tr.epoch > 0 else {}
         tr.wandb = start_wandb(tr.cfg, tr.dest, known.get('id'))
@@ -773,7 +774,7 @@ def wandb_records(dest:Path)->list:
     recs = []
     for f in sorted(Path(dest).glob('wandb/offline-run-*/run-*.wandb')):
         r = subprocess.run([sys.executable, '-m', 'wandb', 'leet', 'inspect', '--json', str(f)], capture_output=True, text=True)
-        if r.returncode: raise TrainError(f"{f}: wandb could not read it ({r.stderr.strip().splitlines()[-1:]})")
+        if r.returncode: raise TrainError(f"{f}: wandb could not read it ({(r.stderr.strip().splitlines() or ['no message'])[-1]})")
         recs += [json.loads(l) for l in r.stdout.splitlines() if l.startswith('{')]
     return recs
 
@@ -802,6 +803,8 @@ def train(cfg:TrainConfig|None=None, # the run's configuration (default: `TrainC
         if resumable: tr.resume()
         if env['rank'] == 0:
             with atomic_path(dest/'config.json') as tmp: tmp.write_text(json.dumps(asdict(tr.cfg), indent=1))
+            earlier = read_json(dest/'provenance.json') if resumable and (dest/'provenance.json').exists() else []
+            write_json(earlier + [dict(provenance(), from_epoch=tr.epoch, processes=env['world_size'])], dest/'provenance.json')
         with wandb_run(tr): return tr.fit()
     finally:
         if env['owns']: dist.destroy_process_group()
