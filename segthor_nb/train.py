@@ -30,14 +30,14 @@ from .models import build_model, checkpoint_keys, model_key, SAM_MODELS
 from .losses import get_loss, deep_supervision_loss
 
 # %% auto #0
-__all__ = ['CLIP_NORM', 'HEART', 'AUGMENTATIONS', 'RESULT_FILES', 'RESUMABLE', 'CI_RUN', 'TrainError', 'check_choices',
-           'seed_everything', 'rng_state', 'set_rng_state', 'make_optimizer', 'lr_factor', 'warmup_cosine',
-           'AdaptiveSampler', 'affine_matrix', 'warp', 'study_params', 'nnunet_params', 'intensity_transform',
-           'augment_batch', 'tiny_phantom', 'random_patches', 'one_hot', 'all_sum', 'DiceMeter', 'save_last',
-           'finish_last', 'load_last', 'check_dest', 'write_history', 'plot_curves', 'overlay_figure', 'dist_env',
-           'load_split', 'wrap_model', 'optimizer_steps', 'Trainer', 'freeze_eval', 'float_outputs', 'wandb_mode',
-           'env_vars', 'wandb_dirs', 'wandb_state', 'save_wandb_state', 'start_wandb', 'images_every', 'wandb_run',
-           'wandb_records', 'wandb_history', 'train', 'papermill_config']
+__all__ = ['CLIP_NORM', 'HEART', 'NONDETERMINISTIC', 'AUGMENTATIONS', 'RESULT_FILES', 'RESUMABLE', 'CI_RUN', 'TrainError',
+           'check_choices', 'seed_everything', 'rng_state', 'set_rng_state', 'make_optimizer', 'lr_factor',
+           'warmup_cosine', 'AdaptiveSampler', 'affine_matrix', 'warp', 'study_params', 'nnunet_params',
+           'intensity_transform', 'augment_batch', 'tiny_phantom', 'random_patches', 'one_hot', 'all_sum', 'DiceMeter',
+           'save_last', 'finish_last', 'load_last', 'check_dest', 'write_history', 'plot_curves', 'overlay_figure',
+           'dist_env', 'load_split', 'wrap_model', 'optimizer_steps', 'Trainer', 'freeze_eval', 'float_outputs',
+           'wandb_mode', 'env_vars', 'wandb_dirs', 'wandb_state', 'save_wandb_state', 'start_wandb', 'images_every',
+           'wandb_run', 'wandb_records', 'wandb_history', 'train', 'papermill_config']
 
 # %% ../nbs/04_train.ipynb #01b20e32
 CLIP_NORM = 1.0   # the study's gradient-clipping max norm
@@ -87,6 +87,8 @@ def supervised(self:TrainConfig)->list|None:
     return [k for k in range(DATASETS[self.dataset]['K']) if k != HEART]
 
 # %% ../nbs/04_train.ipynb #f89e6ba0
+NONDETERMINISTIC = '.*does not have a deterministic implementation'   # torch's warning for such ops
+
 def seed_everything(seed:int,                # e.g. 2024
                     deterministic:bool=False, # also deterministic kernels (cuDNN, cuBLAS, torch ops)
                    ):
@@ -95,7 +97,9 @@ def seed_everything(seed:int,                # e.g. 2024
     if deterministic:
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
         torch.use_deterministic_algorithms(True, warn_only=True)
-        warnings.filterwarnings('once', message='.*does not have a deterministic implementation')  # once per run, not per batch
+        if not any(f[0] == 'ignore' and f[1] is not None and f[1].pattern == NONDETERMINISTIC for f in warnings.filters):
+            print("deterministic: ops without a deterministic kernel (ENet's max_unpool2d) still run as they are")  # once, not per batch
+        warnings.filterwarnings('ignore', message=NONDETERMINISTIC)   # torch's own warning repeats at every call
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
 # %% ../nbs/04_train.ipynb #5ff20730
