@@ -16,10 +16,10 @@ from .core import DATASETS, TRAIN_CHOICES, DemoConfig, TrainConfig, EvalConfig, 
 from .core import SegthorError, command, config_command, label_name, refuse_existing, deviations_epilog
 
 # %% auto #0
-__all__ = ['NNUNET_ALIASES', 'EVAL_ALIASES', 'flag_aliases', 'command_help', 'in_plane', 'segthor_phantom', 'segthor_validate',
-           'segthor_fix', 'segthor_slice', 'segthor_toy2', 'segthor_stitch', 'segthor_train', 'segthor_import_study',
-           'segthor_metrics3d', 'segthor_nnunet_export', 'segthor_test3dnnunet', 'segthor_test3d', 'segthor_test',
-           'segthor_demo']
+__all__ = ['NNUNET_ALIASES', 'EVAL_ALIASES', 'segthor_tune', 'flag_aliases', 'command_help', 'in_plane', 'segthor_phantom',
+           'segthor_validate', 'segthor_fix', 'segthor_slice', 'segthor_toy2', 'segthor_stitch', 'segthor_train',
+           'segthor_import_study', 'segthor_metrics3d', 'segthor_nnunet_export', 'segthor_test3dnnunet',
+           'segthor_test3d', 'segthor_test', 'segthor_demo']
 
 # %% ../nbs/08_cli.ipynb #d2c634c8
 def _respell(arg:str, swap:dict)->str:
@@ -301,3 +301,33 @@ def segthor_demo(cfg:DemoConfig):
     "The main job on the phantom: fix, slice, train, predict, score, report"
     from segthor_nb.pipeline import run_demo, demo_summary
     print(demo_summary(run_demo(**asdict(cfg))))
+
+# %% ../nbs/08_cli.ipynb #92db616d
+def segthor_tune(storage:str=None,        # Optuna storage URL: sqlite:///FILE (one machine) or postgresql://USER@HOST/DB (many); default sqlite:///DEST/optuna.db
+                 study_name:str=None,     # workers with the same study name and storage share the study (default: DEST's folder name)
+                 grid:Annotated[str, {'nargs': '+'}]=None, # KEY=V1,V2 ...: a grid of TrainConfig fields (Optuna's GridSampler)
+                 space:str=None,          # YAML/JSON search space: TPE ranges and choices, or `sampler: grid`
+                 n_trials:int=None,       # stop when the study has this many finished trials (a grid stops when exhausted)
+                 dest:str='tune',         # trial folders DEST/<trial number>; the report in DEST/report
+                 source_dir:str=None,     # SEGTHOR tree: score each trial on the native grid (05b); its validation 3D Dice is the objective
+                 gt_name:str=None,        # label file in source_dir's patient folders
+                 eval_splits:Annotated[str, {'nargs': '+', 'choices': ['val', 'test']}]=None, # with source_dir: val (default: eval_val/, the objective), test (eval/)
+                 runner:Annotated[str, {'choices': ['papermill', 'fork']}]='papermill', # papermill: the 04_train and 05b notebooks; fork: train() in a forked process
+                 heartbeat_interval:int=60, # seconds between a running trial's heartbeats
+                 grace_period:int=None,   # a trial silent this long is FAIL and retried (default 2 × heartbeat_interval)
+                 prune:bool=True,         # stop hopeless trials (median pruner); --no_prune runs every trial to its end
+                 n_startup_trials:int=2,  # the median pruner prunes once this many trials are complete
+                 n_warmup_steps:int=0,    # ... and only after this many epochs of a trial
+                 nbs:str=None,            # folder with 04_train.ipynb and 05b_evaluate.ipynb (default: the repository's nbs/)
+                 **train_flags):          # TrainConfig's fields (segthor-train's flags), fixed for every trial
+    "Optuna trials of 04_train (+ 05b) on a study that workers share: a grid or TPE"
+    args = {k: v for k, v in locals().items() if k != 'train_flags'}
+    from segthor_nb.tune import tune_command
+    tune_command(**args, **train_flags)
+
+import inspect
+from .core import config_params
+_sig = inspect.signature(segthor_tune, eval_str=True)   # its own flags, then TrainConfig's but those each trial sets
+segthor_tune.__signature__ = _sig.replace(parameters=[*list(_sig.parameters.values())[:-1],
+                                          *config_params(TrainConfig, skip=('dest', 'resume', 'overwrite'), choices=TRAIN_CHOICES)])
+segthor_tune = command(segthor_tune)

@@ -39,6 +39,8 @@ FLAGS = {  # what each `--help` must list (the configuration-made commands list 
     'segthor-test': [flag(f) for f in fields(EvalConfig) if f.name not in ONLY_3D] + ['{ENet,shallow,samed,samed_fast,SAM2UNet}'],
     'segthor-test3d': [flag(f) for f in fields(EvalConfig) if f.name not in ONLY_2D] + ['{voxel,surfel}'],
     'segthor-demo': [flag(f) for f in fields(DemoConfig)],
+    'segthor-tune': ['--storage', '--study_name', '--grid', '--space', '--n_trials', '--dest', '--source_dir', '--eval_splits', '--runner',
+                     '{papermill,fork}', '--heartbeat_interval', '--grace_period', '--no_prune'] + [flag(f) for f in fields(TrainConfig) if f.name not in ('dest', 'resume', 'overwrite')],
     'segthor-import-study': ['weights', '--model', '{ENet,shallow,samed,samed_fast,SAM2UNet}', '--dest', '--r', '--crf', '--normalize', '--overwrite'],
 }
 

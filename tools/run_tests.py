@@ -21,7 +21,7 @@ def run_nb(nb:Path, flags:str):
 def run_pytest(args):
     "Run pytest over tests/; return (passed, failed)"
     if not any((root/'tests').glob('test_*.py')): return 0, 0
-    cmd = [sys.executable, '-m', 'pytest', 'tests', '-q', '-p', 'no:cacheprovider', '--durations=15', '-n', '2', *args]
+    cmd = [sys.executable, '-m', 'pytest', 'tests', '-q', '-p', 'no:cacheprovider', '--durations=15', '-rs', '-n', '2', *args]
     p = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     out = p.stdout + p.stderr
     print(out[-12000:])
