@@ -11,12 +11,14 @@ LAB_FLAGS ?=           # e.g. make lab LAB_FLAGS="--no-browser --ip 0.0.0.0" on 
 .PHONY: install demo test test-all grid gates readme docs docs-check clean-nbs export lab
 install: $(VENV)/.installed
 
+# nbdev-export rewrites pyproject.toml (same text, new time): reinstall only when its content changed
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev]"
-	touch $@
+	@if [ -f $(VENV)/pyproject.installed ] && cmp -s pyproject.toml $(VENV)/pyproject.installed; then touch $@; else \
+	  set -e; echo "installing into $(VENV)"; $(PYTHON) -m venv $(VENV); \
+	  $(BIN)/python -m pip install -q --upgrade pip; \
+	  $(BIN)/python -m pip install -q $(TORCH); \
+	  $(BIN)/python -m pip install -q -e ".[dev]"; \
+	  cp pyproject.toml $(VENV)/pyproject.installed; touch $@; fi
 
 demo: install            ## phantom -> fix -> slice -> ... -> report, on 2 CPU cores
 	$(BIN)/segthor-demo --dest $(DEMO) $(DEMO_FLAGS)

@@ -6,7 +6,7 @@ Docs: https://segthor-nb.github.io/segthor_nb/tune.html.md"""
 
 # %% ../nbs/07a_tune.ipynb #c7683956
 from __future__ import annotations
-import ast, ctypes, importlib.util, json, multiprocessing, os, re, signal, socket, subprocess, sys, time, warnings
+import ast, ctypes, importlib, importlib.util, json, multiprocessing, os, re, signal, socket, subprocess, sys, threading, time, warnings
 from dataclasses import asdict, dataclass, fields, replace
 from itertools import product
 from pathlib import Path
@@ -22,9 +22,9 @@ __all__ = ['SKIP', 'FIELDS', 'SAMPLERS', 'EVAL_DIRS', 'PATHS', 'RUNNERS', 'PLOTS
            'typed', 'parse_grid', 'check_space', 'check_when', 'load_space', 'suggest', 'settings', 'storage_url',
            'shown_url', 'make_sampler', 'rdb_storage', 'open_study', 'holder', 'next_move', 'TrialError',
            'notebook_path', 'notebook_parameters', 'train_parameters', 'epoch_dice', 'watch', 'die_with_parent',
-           'guarded', 'papermill', 'run_papermill', 'run_forked', 'evaluations', 'trial_value', 'fixed_fields',
-           'trial_config', 'check_points', 'trial_line', 'objective_fn', 'work', 'claim_dest', 'TuneConfig', 'prepare',
-           'tune', 'trial_note', 'trials_table', 'tune_figures', 'tune_report', 'tune_command']
+           'guarded', 'papermill', 'run_papermill', 'forked_trial', 'run_forked', 'evaluations', 'trial_value',
+           'fixed_fields', 'trial_config', 'check_points', 'trial_line', 'objective_fn', 'work', 'claim_dest',
+           'TuneConfig', 'prepare', 'tune', 'trial_note', 'trials_table', 'tune_figures', 'tune_report', 'tune_command']
 
 # %% ../nbs/07a_tune.ipynb #eb41bf67
 SKIP = ('dest', 'resume', 'overwrite')    # set by tune for each trial: never searched, never fixed
@@ -251,10 +251,17 @@ def watch(trial:optuna.Trial, history:Path, alive, kill, every:float=1.):
         time.sleep(every)
 
 # %% ../nbs/07a_tune.ipynb #457a12e0
-def die_with_parent(parent:int)->None:
-    "Linux: SIGKILL this process when its parent dies (and exit if `parent` is gone already)"
-    if sys.platform.startswith('linux'): ctypes.CDLL(None).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    if os.getppid() != parent: os._exit(1)
+def die_with_parent(parent:int, every:float=1.)->None: # the process to outlive never; seconds between checks
+    "Exit this process as soon as process `parent` is gone (a watchdog thread; Linux: also PR_SET_PDEATHSIG)"
+    if sys.platform.startswith('linux') and os.getppid() == parent: ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    def alive()->bool:
+        try: os.kill(parent, 0); return True
+        except ProcessLookupError: return False
+    if not alive(): os._exit(1)
+    def watchdog():
+        while alive(): time.sleep(every)
+        os._exit(1)
+    threading.Thread(target=watchdog, daemon=True).start()
 
 # %% ../nbs/07a_tune.ipynb #fcbb26fc
 def guarded(argv:list)->list:
@@ -285,8 +292,8 @@ def run_papermill(trial:optuna.Trial, cfg:TrainConfig, evals:dict, nbs:Path|str|
             raise TrialError(f"{out}: evaluation of the {split} split failed (log {run/'papermill.log'})")
 
 # %% ../nbs/07a_tune.ipynb #51266a4e
-def _forked(cfg:TrainConfig, evals:dict, log:Path, parent:int):
-    "The forked child: output to `log`, train, evaluate"
+def forked_trial(cfg:TrainConfig, evals:dict, log:Path, parent:int):
+    "A trial in a process of the fork server: output to `log`, train, evaluate"
     die_with_parent(parent)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND); os.dup2(fd, 1); os.dup2(fd, 2)
     sys.stdout = sys.stderr = open(log, 'a', buffering=1)
@@ -296,10 +303,12 @@ def _forked(cfg:TrainConfig, evals:dict, log:Path, parent:int):
     for kw in evals.values(): test3d(cfg.dest, **kw, num_workers=0)
 
 def run_forked(trial:optuna.Trial, cfg:TrainConfig, evals:dict):
-    "Train (watched) and evaluate in a forked copy of this process"
-    import segthor_nb.train, segthor_nb.evaluate   # noqa: F401  loaded once, here: every forked trial starts with them
+    "Train (watched) and evaluate in a process forked from a clean server (a fork of this one may hang in OpenMP)"
+    ctx = multiprocessing.get_context('forkserver')
+    ctx.set_forkserver_preload(['segthor_nb.train', 'segthor_nb.evaluate'])   # imported once, by the server
     run = Path(cfg.dest); run.mkdir(parents=True, exist_ok=True)
-    p = multiprocessing.get_context('fork').Process(target=_forked, args=(cfg, evals, run/'train.log', os.getpid()))
+    target = importlib.import_module('segthor_nb.tune').forked_trial          # the package's: the server cannot see a notebook's
+    p = ctx.Process(target=target, args=(cfg, evals, run/'train.log', os.getpid()))
     p.start(); watch(trial, run/'history.csv', p.is_alive, p.kill); p.join()
     if p.exitcode: raise TrialError(f"{run}: training or evaluation failed (exit {p.exitcode}; log {run/'train.log'})")
 
