@@ -7,7 +7,7 @@ from segthor_nb.train import tiny_phantom, train
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT/'nbs'/'05b_evaluate.ipynb'
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", 'OMP_NUM_THREADS': '1'}
+ENV = {**{k: v for k, v in os.environ.items() if k != 'MPLBACKEND'}, 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", 'OMP_NUM_THREADS': '1'}
 
 
 def test_papermill_evaluates_a_run(tmp_path):

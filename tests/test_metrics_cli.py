@@ -113,7 +113,8 @@ def test_papermill_scores_two_folders_like_score_folders(data, tmp_path):
     nb_out, csv = tmp_path / 'metrics3d.ipynb', tmp_path / 'scores.csv'
     r = subprocess.run([str(BIN / 'papermill'), str(ROOT / 'nbs' / '05_metrics3d.ipynb'), str(nb_out), '--cwd', str(ROOT / 'nbs'),
                         '-p', 'pred_dir', str(preds), '-p', 'gt_dir', str(root), '-p', 'out', str(csv)],
-                       capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1', 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"})
+                       capture_output=True, text=True, env={**{k: v for k, v in os.environ.items() if k != 'MPLBACKEND'}, 'OMP_NUM_THREADS': '1',   # figures inline, as a user's papermill shows them
+                            'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"})
     assert r.returncode == 0, r.stderr[-4000:]
     pd.testing.assert_frame_equal(pd.read_csv(csv), score_folders(preds, root), check_dtype=False)
     ran = nbformat.read(nb_out, 4)

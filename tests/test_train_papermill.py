@@ -10,7 +10,7 @@ import nbformat, pandas as pd, pytest
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT/'nbs'/'04_train.ipynb'
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", 'OMP_NUM_THREADS': '1'}
+ENV = {**{k: v for k, v in os.environ.items() if k != 'MPLBACKEND'}, 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", 'OMP_NUM_THREADS': '1'}
 
 
 @pytest.mark.slow
