@@ -9,10 +9,9 @@ Docs: https://segthor-nb.github.io/segthor_nb/losses.html.md"""
 from __future__ import annotations
 from torch import nn, Tensor
 import torch.nn.functional as F
-from monai.losses import DiceLoss, GeneralizedDiceLoss
 
 # %% auto #0
-__all__ = ['LOSSES', 'labelled_mask', 'ce_loss', 'samed_dice_loss', 'monai_on_probs', 'SegLoss', 'get_loss',
+__all__ = ['LOSSES', 'labelled_mask', 'ce_loss', 'samed_dice_loss', 'monai_on_probs', 'monai_loss', 'SegLoss', 'get_loss',
            'deep_supervision_loss']
 
 # %% ../nbs/03_losses.ipynb #eff6d3ca
@@ -50,10 +49,15 @@ def monai_on_probs(loss:nn.Module,         # a MONAI loss built with softmax=Fal
     m = labelled_mask(target, include)
     return loss((logits.softmax(1) * m)[:, idx], (target * m)[:, idx])
 
+def monai_loss(name:str)->nn.Module: # a class of `monai.losses`, e.g. 'DiceLoss'
+    "A MONAI loss for probabilities, imported on first use (MONAI takes seconds to import)"
+    import monai.losses
+    return getattr(monai.losses, name)(include_background=True, softmax=False)
+
 # %% ../nbs/03_losses.ipynb #15447745
 _TERMS = {'ce': ce_loss, 'samed_dice': samed_dice_loss,
-          'dice': lambda lg, t, inc: monai_on_probs(DiceLoss(include_background=True, softmax=False), lg, t, inc),
-          'gdl': lambda lg, t, inc: monai_on_probs(GeneralizedDiceLoss(include_background=True, softmax=False), lg, t, inc)}
+          'dice': lambda lg, t, inc: monai_on_probs(monai_loss('DiceLoss'), lg, t, inc),
+          'gdl': lambda lg, t, inc: monai_on_probs(monai_loss('GeneralizedDiceLoss'), lg, t, inc)}
 
 LOSSES = {'ce': lambda lam: [(1., 'ce')], 'dice_monai': lambda lam: [(1., 'dice')], 'gdl': lambda lam: [(1., 'gdl')],
           'dce': lambda lam: [(lam, 'ce'), (1., 'dice')], 'samed': lambda lam: [(.2, 'ce'), (.8, 'samed_dice')]}

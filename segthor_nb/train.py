@@ -20,8 +20,6 @@ from torch.utils.data import Sampler
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from fastcore.basics import patch
-from monai.networks.layers import GaussianFilter
-from monai.transforms import AdjustContrast
 from .core import DATASETS, LOSS_NAMES, OPTIMIZERS, SegthorError, TrainConfig, atomic_path, dice_from_confusion, provenance, read_json, write_json
 from .data_fix import write_phantom, show_labels
 from .slicing import SliceDataset, SliceTensors, make_loader, slice_tree
@@ -239,6 +237,8 @@ def intensity_transform(x:Tensor, # (C, H, W) image in unit space
                         p:dict,   # from `study_params` / `nnunet_params`
                        )->Tensor:
     "Noise, blur, brightness, contrast, low resolution, gamma as `p` says; no clamp"
+    from monai.networks.layers import GaussianFilter   # here: MONAI takes seconds to import, and only augmentation needs it
+    from monai.transforms import AdjustContrast
     if 'noise_std' in p: x = _noise(x, p['noise_std'], p['noise_seed'])
     if 'noise_var' in p: x = _noise(x, math.sqrt(p['noise_var'])*x.std().item(), p['noise_seed'])
     if 'blur' in p: x = GaussianFilter(2, p['blur']).to(x.device)(x[None])[0]
