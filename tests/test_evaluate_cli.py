@@ -2,13 +2,13 @@
 flag spellings, the printed summary, the files written and the one-line errors."""
 import json, os, subprocess, sys
 from pathlib import Path
-import numpy as np, pandas as pd, pytest, torch
+import numpy as np, pandas as pd, pytest
 from segthor_nb.data_fix import load_volume
 from segthor_nb.metrics import find_label_volumes, score_folders
 from segthor_nb.models import save_weights
 from segthor_nb.models import get_model
 from segthor_nb.slicing import read_png
-from segthor_nb.train import tiny_phantom, train
+from conftest import tiny_run
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
@@ -28,12 +28,7 @@ def one_line_error(r):
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory):
     "A tiny sliced phantom (3 patients, 1 for validation) and a one-epoch ENet trained on it"
-    torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp('evaluate')
-    root = tiny_phantom(tmp/'data', n_patients=3, size=32, n_slices=8, retains=1)
-    train(dataset='PHANTOM', data_root=str(root), dest=str(tmp/'run'), epochs=1, batch_size=4, num_workers=0, progress=False,
-          deterministic=True)
-    return tmp/'run'
+    return tiny_run(tmp_path_factory.mktemp('evaluate'), n_patients=3, retains=1)
 
 
 def test_test3d_predicts_on_the_native_grid_and_scores_like_score_folders(run_dir):

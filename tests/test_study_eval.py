@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 from scipy.spatial.distance import directed_hausdorff
 from segthor_nb.models import load_run
 from segthor_nb.slicing import SliceDataset
-from segthor_nb.train import tiny_phantom, train
+from conftest import tiny_run
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
@@ -23,12 +23,7 @@ def run(cmd, *args):
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory):
     "A tiny sliced phantom (4 patients, 2 for validation) and a one-epoch ENet trained on it"
-    torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp('study_eval')
-    root = tiny_phantom(tmp/'data', n_patients=4, size=32, n_slices=8, retains=2)
-    train(dataset='PHANTOM', data_root=str(root), dest=str(tmp/'run'), epochs=1, batch_size=4, num_workers=0, progress=False,
-          deterministic=True)
-    return tmp/'run'
+    return tiny_run(tmp_path_factory.mktemp('study_eval'), n_patients=4, retains=2)
 
 
 def predicted(run_dir, batch_size=8):
