@@ -67,6 +67,16 @@ def test_links_are_relative_and_local(site):
         if old.name != page: assert f'location.replace("{page}" + location.hash)' in old.read_text(), old
 
 
+def test_math_is_rendered_and_nothing_needs_the_network(site):
+    "TeX becomes MathML at build time: no KaTeX from a CDN, no raw \\( \\) left, no web-font import in the theme"
+    pages = {p.name: p.read_text() for p in site.glob('*.html')}
+    with_math = [n for n, h in pages.items() if '<math ' in h]
+    assert len(with_math) >= 3, with_math                              # the CRF, SAM and metrics chapters have formulas
+    assert [n for n, h in pages.items() if 'katex' in h or 'class="math ' in h] == []
+    assert not re.search(r'\\\(.{1,200}?\\\)', pages['02_models.html'])
+    assert [c.name for c in site.rglob('*.css') if 'fonts.googleapis' in c.read_text()] == []
+
+
 @needs_chromium
 def test_site_in_chromium(site, tmp_path):
     "Every page in headless Chromium: no problems, figures where the notebook saved them, non-blank screenshots"
@@ -77,6 +87,8 @@ def test_site_in_chromium(site, tmp_path):
     assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
     want = check_docs.expected_pages(ROOT/'nbs')
     rows = {l.split()[0]: l.split() for l in r.stdout.splitlines() if l.split() and l.split()[0].endswith('.html')}
+    hits = re.search(r"search box: (\d+) result", r.stdout)
+    assert hits and int(hits[1]) >= 1 and (shots/'search.png').exists()
     assert set(rows) == set(want)
     for page, n_figs in want.items():
         if n_figs: assert int(rows[page][4]) >= 1, rows[page]   # the 'figures' column
@@ -88,7 +100,7 @@ def test_site_in_chromium(site, tmp_path):
 @needs_chromium
 def test_checker_reports_a_broken_site(site, tmp_path):
     """The checker fails, one line each, on a broken link, a missing #anchor, an image that does not load, a JS error,
-    a missing notebook page and a notebook whose figures are not shown"""
+    a missing notebook page, a notebook whose figures are not shown, and a page that needs the network"""
     bad = tmp_path/'site'
     shutil.copytree(site, bad)
     nbs = tmp_path/'nbs'; nbs.mkdir()
@@ -99,12 +111,14 @@ def test_checker_reports_a_broken_site(site, tmp_path):
     index = bad/'index.html'
     html = re.sub(r'<img\b[^>]*>', '', index.read_text())   # the index shows no figure ...
     html = html.replace('</main>', '<a href="nowhere.html">x</a><a href="index.html#no-such-id">y</a>'
-                        '<img src="missing.png"><script>undefinedFunction()</script></main>', 1)
+                        '<img src="missing.png"><script>undefinedFunction()</script>'
+                        '<link rel="stylesheet" href="https://cdn.invalid/x.css"></main>', 1)
     assert '</main>' in index.read_text()
     index.write_text(html)
     r = run_tool('check_docs.py', '--site', bad, '--nbs', nbs, '--shots', tmp_path/'shots')
     assert r.returncode == 1
     err = r.stderr
     for expected in ("broken link 'nowhere.html' -> HTTP 404", "no id 'no-such-id'", "image does not load: 'missing.png'",
-                     'undefinedFunction', 'no page 01_lost.html', 'saved 1 figure(s) but the page shows none'):
+                     'undefinedFunction', 'no page 01_lost.html', 'saved 1 figure(s) but the page shows none',
+                     'needs the network: https://cdn.invalid/x.css'):
         assert expected in err, (expected, err)

@@ -18,7 +18,7 @@ one image. A full-page screenshot per page goes to `--shots`. Prints a table; ex
 import argparse, base64, functools, http.server, json, os, re, shutil, sys, threading, time, urllib.error, urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urldefrag, urlsplit, unquote
+from urllib.parse import urldefrag, urljoin, urlsplit, unquote
 
 root = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -130,13 +130,16 @@ def check_page(driver, base:str, page:str, n_figs:int, shots:Path)->tuple:
     imgs = driver.execute_async_script(_IMAGES_JS)
     links = driver.execute_script(_LINKS_JS)
     time.sleep(0.2)
+    for r in driver.execute_script("return performance.getEntriesByType('resource').map(r => r.name);"):
+        if not r.startswith(base): probs.append(f"{page}: needs the network: {r[:200]}")
     n_ext = 0
     for e in driver.get_log('browser'):
         if e.get('level') != 'SEVERE': continue
         msg = ' '.join(e['message'].split())
         if msg.startswith(base + 'favicon.ico '): continue       # Chromium asks for it unasked; the pages declare none
         if not msg.startswith(base) and 'Failed to load resource: net::ERR_' in msg:
-            n_ext += 1; continue                                  # a CDN (fonts, KaTeX) unreachable offline: not the site's fault
+            n_ext += 1                                            # the site must not need the network (math, fonts)
+            probs.append(f"{page}: needs the network: {msg[:200]}"); continue
         probs.append(f"{page}: console error: {msg[:300]}")
     n_int = 0
     for raw, absolute in links:
@@ -159,7 +162,31 @@ def check_page(driver, base:str, page:str, n_figs:int, shots:Path)->tuple:
     return (page, ms, n_int, len(imgs), figs, n_figs, n_ext, len(probs), size), probs
 
 
-def check_site(site:Path, nbs:Path, shots:Path, quiet:bool=False)->list:
+def check_search(driver, base:str, query:str, shots:Path)->tuple:
+    "Type `query` into the search box of the home page, follow the first hit; (hits shown, problems)"
+    from selenium.webdriver.common.by import By
+    driver.get(base + 'index.html')
+    box = driver.find_element(By.CSS_SELECTOR, '.smalldocs-search input')
+    box.click(); box.send_keys(query)
+    hits = []
+    for _ in range(100):                                       # search.json is fetched on first use
+        hits = driver.execute_script("return Array.from(document.querySelectorAll('.smalldocs-search .search-result'))"
+                                     ".map(a => [a.getAttribute('href'), a.textContent.trim()]);")
+        if hits: break
+        time.sleep(0.05)
+    screenshot(driver, shots/'search.png')
+    if not hits: return 0, [f"search box: no result for {query!r}"]
+    driver.get(urljoin(base, hits[0][0]))
+    target, frag = urldefrag(driver.current_url)
+    st, ids = fetch(target)
+    if st != 200: return len(hits), [f"search box: first hit for {query!r} {hits[0][0]!r} -> HTTP {st}"]
+    if frag and unquote(frag) not in ids: return len(hits), [f"search box: first hit {hits[0][0]!r} has no #{frag} on its page"]
+    if query.lower() not in driver.execute_script('return document.body.innerText').lower():
+        return len(hits), [f"search box: the page of the first hit for {query!r} does not contain it"]
+    return len(hits), []
+
+
+def check_site(site:Path, nbs:Path, shots:Path, quiet:bool=False, query:str='Hausdorff')->list:
     "Check every page of `site` against the pages of `nbs`; the problems found, one line each"
     site, shots = Path(site), Path(shots)
     if not (site/'index.html').exists(): return [f"{site}: no index.html (build the site first: python tools/docs.py)"]
@@ -174,12 +201,14 @@ def check_site(site:Path, nbs:Path, shots:Path, quiet:bool=False)->list:
         for p in pages:
             row, pr = check_page(driver, base, p, want.get(p, 0), shots)
             rows.append(row); probs += pr
+        n_hits, pr = check_search(driver, base, query, shots); probs += pr
     finally:
         driver.quit(); srv.shutdown()
     if not quiet:
         hdr = ('page', 'load ms', 'int links', 'imgs', 'figures', 'nb figs', 'ext offline', 'problems', 'screenshot')
         w = [max(len(str(r[i])) for r in rows + [hdr]) for i in range(len(hdr))]
         for r in [hdr] + rows: print('  '.join(str(v).ljust(w[i]) for i, v in enumerate(r)))
+        print(f"search box: {n_hits} result(s) for {query!r}")
         print(f"{len(rows)} page(s) checked in Chromium, {len(probs)} problem(s); screenshots in {shots}")
     return probs
 
@@ -189,8 +218,9 @@ def main(argv=None):
     p.add_argument('--site', default=root/'_site', type=Path, help='the built site (python tools/docs.py)')
     p.add_argument('--nbs', default=root/'nbs', type=Path, help='the notebooks the site was built from')
     p.add_argument('--shots', default=root/'_site_shots', type=Path, help='where the full-page screenshots go')
+    p.add_argument('--query', default='Hausdorff', help='a word the search box must find')
     a = p.parse_args(argv)
-    try: probs = check_site(a.site, a.nbs, a.shots)
+    try: probs = check_site(a.site, a.nbs, a.shots, query=a.query)
     except Exception as e: probs = [f"docs check failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"]
     for l in probs: print(l, file=sys.stderr)
     return 1 if probs else 0

@@ -17,6 +17,7 @@ is named on one line and the build exits 1 (no half site is left looking complet
 import argparse, ast, importlib, multiprocessing, os, re, shutil, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from html import unescape
 
 root = Path(__file__).resolve().parents[1]
 if str(Path(__file__).parent) not in sys.path: sys.path.insert(0, str(Path(__file__).parent))
@@ -177,6 +178,32 @@ def process_page(src:Path, dst:Path, links:dict={}, here:Path=Path('.'))->list:
     return [f"warning: {src}: {p.removeprefix('warning: ')}" if p.startswith('warning: ') else f"{src}: {p}" for p in problems]
 
 
+_MATH = re.compile(r'<span class="math (inline|display)">\\[(\[](.*?)\\[)\]]</span>', re.S)
+_KATEX = re.compile(r'<(?:link|script)\b[^>]*katex[^>]*>(?:</script>)?\n?')
+_WEBFONT = re.compile(r'@import\s+url\(\s*["\']?https?://[^)]*\)\s*;?')
+
+def math_to_mathml(html:str)->tuple:
+    "Render the page's TeX (smalldocs' math spans) to MathML now, and drop KaTeX's CDN tags; (html, n formulas)"
+    from latex2mathml.converter import convert
+    n = 0
+    def sub(m):
+        nonlocal n; n += 1
+        return convert(unescape(m[2]), display='inline' if m[1] == 'inline' else 'block')
+    html = _MATH.sub(sub, html)
+    return (_KATEX.sub('', html) if n or 'katex' in html else html), n
+
+def make_offline(dest:Path)->int:
+    "Every page readable without the network: math as MathML (Chromium draws it), no web-font imports; formulas rendered"
+    n = 0
+    for page in Path(dest).rglob('*.html'):
+        html, k = math_to_mathml(page.read_text())
+        if k or 'katex' in html: page.write_text(html); n += k
+    for css in Path(dest).rglob('*.css'):
+        text = css.read_text()
+        if _WEBFONT.search(text): css.write_text(_WEBFONT.sub('', text))   # the theme's Google font: system fonts instead
+    return n
+
+
 def build(dest:Path, proc:Path, workers:int=2, strict:bool=False, quiet:bool=False)->list:
     "Build the site from nbs/ into `dest` via `proc`; the problems found, one line each"
     from nbdev.config import get_config
@@ -215,6 +242,8 @@ def build(dest:Path, proc:Path, workers:int=2, strict:bool=False, quiet:bool=Fal
     site.out = dest
     n = site.build()
     if not quiet: print(f"rendered {n} page(s) to {dest}")
+    n_math = make_offline(dest)
+    if not quiet: print(f"{n_math} formula(s) rendered to MathML; no web fonts or CDN scripts")
     (dest/'.nojekyll').touch()                   # GitHub Pages: serve site_libs/ etc. as they are
     write_redirects(dest, links, cfg.doc_host + cfg.doc_baseurl)
     warnings = [f"smalldocs: {w}" for w in site.warnings]
