@@ -6,9 +6,10 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 DEMO   ?= data/demo
 DEMO_FLAGS ?=          # e.g. make demo DEMO_FLAGS=--overwrite to replace an earlier demo
+GRID_FLAGS ?=          # e.g. make grid GRID_FLAGS="--seeds 0 1 2"
 LAB_FLAGS ?=           # e.g. make lab LAB_FLAGS="--no-browser --ip 0.0.0.0" on a remote GPU box
 
-.PHONY: install demo test test-all grid gates readme docs docs-check clean-nbs export lab
+.PHONY: install demo test test-all grid grid-smoke gates readme docs docs-check clean-nbs export lab
 install: $(VENV)/.installed
 
 # nbdev-export rewrites pyproject.toml (same text, new time): reinstall only when its content changed
@@ -29,8 +30,11 @@ test: install            ## every notebook (nbdev-test) + pytest, ends with "N p
 test-all: install        ## also the `slow` cells and tests
 	$(BIN)/python tools/run_tests.py --flags slow
 
-grid: install            ## the study's experiment grid on the phantom (runs/README.md), then its table and figures in runs/report
-	$(BIN)/python runs/grid.py run --all --preset cpu; $(BIN)/python runs/grid.py aggregate --overwrite
+grid: install            ## the study's complete grid on the phantom (cpu preset, about an hour on 2 cores; runs/README.md), then runs/report
+	$(BIN)/python runs/grid.py run --all --preset cpu --runner fork $(GRID_FLAGS); $(BIN)/python runs/grid.py aggregate --preset cpu --overwrite $(GRID_FLAGS)
+
+grid-smoke: install      ## the same plumbing in minutes (tiny phantom, a few epochs: near-zero Dice by design)
+	$(BIN)/python runs/grid.py run --all --preset smoke --runner fork $(GRID_FLAGS); $(BIN)/python runs/grid.py aggregate --preset smoke --overwrite $(GRID_FLAGS)
 
 gates: install           ## what CI checks before testing: clean notebooks, package and README in sync
 	bash tools/gates.sh

@@ -249,7 +249,8 @@ class EvalConfig:
     dest:str=None                # results folder (default: eval/ beside the weights)
     preset:str=None              # metric definitions: ours, or study (its ε terms, Hausdorff distances, 3D grid, files) (default: the run's)
     mode:str='full'              # full; partial is refused, as by the study's test scripts
-    model:str=None               # ENet, shallow, samed, samed_fast or SAM2UNet (default: the run's)
+    model:str=None               # ENet, shallow, samed, samed_fast or SAM2UNet (default: the run's); ensemble: the --ensemble runs
+    ensemble:list=None           # training runs (folders or checkpoints) predicting as one: per-class weights from their validation 3D Dice
     num_classes:int=None         # K (default: the run's dataset's)
     model_cfg:dict=None          # builder options as JSON, e.g. '{"size": "tiny"}' (default: the run's)
     r:int=None                   # LoRA rank (default: the run's)
@@ -262,6 +263,7 @@ class EvalConfig:
     gpu:bool=False               # run the model on CUDA
     debug:bool=False             # only the first slices of the split (3D: with --grid study)
     overwrite:bool=False         # replace earlier results in --dest
+    progress:bool=True           # a progress bar over the predicted patients
     grid:str=None                # 3D: native (each CT's grid, mm) or study (stacked slices, voxels) (default: study under --preset study)
     include_background:bool=False # 3D: score the background (label 0) too
     source_dir:str=None          # SEGTHOR-layout tree with the native GT (default: stitch the GT slices)
@@ -275,7 +277,7 @@ class EvalConfig:
 # %% ../nbs/00_core.ipynb #82ffc443
 ONLY_3D = ('grid', 'include_background', 'source_dir', 'gt_name', 'source_scan_pattern', 'lcc', 'nsd_tol', 'surface')
 ONLY_2D = ('save_png',)
-EVAL_CHOICES = dict(dataset=tuple(DATASETS), model=MODEL_NAMES, surface=('voxel', 'surfel'), preset=PRESETS, mode=('full', 'partial'),
+EVAL_CHOICES = dict(dataset=tuple(DATASETS), model=(*MODEL_NAMES, 'ensemble'), surface=('voxel', 'surfel'), preset=PRESETS, mode=('full', 'partial'),
                     grid=('native', 'study'))
 
 # %% ../nbs/00_core.ipynb #92235ea6
@@ -332,7 +334,8 @@ _DATA_ROWS = (  # slicing, and what the study's test.py and test3d.py did
     ('slice', 'slicing axis', "the array's last axis, whatever the header says", "the array axis closest to the patient's S axis, in L, P, S order; the layout is recorded and stitching restores the file's own grid", 'a CT stored slice-axis-first (e.g. SRA) was sliced along the wrong axis, silently', 'kept'),
     ('slice', 'label file', 'GT.nii.gz', 'GT_fixed.nii.gz when segthor-fix wrote it, else GT.nii.gz; the command says which', "GT.nii.gz holds the course's displaced hearts", 'kept'),
     ('test,test3d', '--from_checkpoint', 'optional: without it an untrained network is scored', '--weights (aliases --from_checkpoint, --model_path), required: a checkpoint or a run folder', 'scoring random weights is never what was meant', 'kept'),
-    ('test,test3d', '--model', 'required: samed, samed_fast, ENet, SAM2UNet (test.py also ensemble)', "the run's (config.json): ENet, shallow, samed, samed_fast or SAM2UNet", "the run records its network; 'ensemble' was two checkpoint files hard-coded in the working folder", 'kept'),
+    ('test,test3d', '--model', 'required: samed, samed_fast, ENet, SAM2UNet (test.py also ensemble)', "the run's (config.json): ENet, shallow, samed, samed_fast or SAM2UNet; ensemble in both commands", 'the run records its network', 'kept'),
+    ('test,test3d', '--model ensemble', 'test.py only: two samed_fast r6 checkpoint files named in the code, every class weighted 0.2', "--ensemble RUN RUN ...: any trained runs; each class weighted by the runs' validation 3D Dice at their best epoch", "which runs to combine is the user's; the study's weighting by scores was built but fed constants", 'kept'),
     ('test,test3d', '--dataset', 'SEGTHOR_MANUAL_SPLIT (or TOY2, SEGTHOR)', "the run's (PHANTOM too)", 'the run records its data', 'kept'),
     ('test,test3d', '--r', '6', "the run's", 'the weights fix the LoRA rank', 'kept'),
     ('test,test3d', 'unset model flags', 'the script defaults (no CRF, no normalisation, no Hiera checkpoint)', "the run's settings (config.json)", 'a checkpoint works only as it was trained', 'kept'),
@@ -395,8 +398,9 @@ def config_params(cls, skip:tuple=(), choices:dict=None)->list:
     for f in fields(cls):
         if f.name in skip: continue
         default = f.default if f.default is not MISSING else None
-        t = _cli_type(f.type if isinstance(f.type, str) else f.type.__name__)
-        meta = [docs.get(f.name, '')] + ([{'choices': list(choices[f.name])}] if f.name in choices else [])
+        name = f.type if isinstance(f.type, str) else f.type.__name__; t = _cli_type(name)
+        extra = ({'choices': list(choices[f.name])} if f.name in choices else {}) | ({'nargs': '+'} if name.startswith('list') else {})
+        meta = [docs.get(f.name, '')] + ([extra] if extra else [])   # a list field takes one or more values
         out.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[(t, *meta)]))
     return out
 

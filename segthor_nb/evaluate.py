@@ -11,18 +11,20 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, matplotlib.pyplot as plt
 from torch import nn
 from torch.utils.data import Subset
+from tqdm import tqdm
 from .core import DATASETS, PRESETS, EvalConfig, SegthorError, TrainConfig, atomic_path, refuse_existing, write_csv, write_json, md_table, label_name, provenance
 from .data_fix import VolumeError, save_volume
 from .slicing import SliceDataset, SliceTensors, SlicingError, make_loader, stitch_volume, stitch_geometry, stitch_folder, write_png
-from .models import load_run, run_config
+from .models import Ensemble, checkpoint_metadata, checkpoint_path, load_run, run_config
 from .metrics import metrics2d, long_format, summarise, summary_table, score_folders, find_label_volumes
 from .metrics import study_metrics2d, study_metrics3d, write_study_metrics
 from .metrics import plot_organ_bars, plot_violins, plot_dice_along_z
 
 # %% auto #0
-__all__ = ['RESULT_NAMES', 'GRIDS', 'evaluation_setup', 'patient_slices', 'predict_split', 'patients_in_split', 'predict_volumes',
-           'split_gt', 'evaluate3d', 'evaluate2d', 'evaluate3d_study', 'course_arrays', 'save_course_arrays',
-           'write_results', 'eval_grid', 'eval_config', 'config_setup', 'test3d', 'test2d']
+__all__ = ['RESULT_NAMES', 'GRIDS', 'evaluation_setup', 'patient_slices', 'predict_split', 'validation_dice', 'ensemble_setup',
+           'patients_in_split', 'predict_volumes', 'split_gt', 'evaluate3d', 'evaluate2d', 'evaluate3d_study',
+           'course_arrays', 'save_course_arrays', 'write_results', 'eval_grid', 'eval_config', 'config_setup', 'test3d',
+           'test2d']
 
 # %% ../nbs/05b_evaluate.ipynb #9e049f83
 def _json_option(name:str, v)->dict:
@@ -83,12 +85,12 @@ def patient_slices(ds:SliceDataset)->dict:
     return out
 
 # %% ../nbs/05b_evaluate.ipynb #7ae16f33
-def _patient_probabilities(net:nn.Module, ds:SliceDataset, batch_size:int, device:str, num_workers:int=0):
+def _patient_probabilities(net:nn.Module, ds:SliceDataset, batch_size:int, device:str, num_workers:int=0, progress:bool=False):
     "Yield (patient, (Z, K, H, W) float32 softmax probabilities) per patient; batches in file order"
     order = list(patient_slices(ds).items())
     loader = make_loader(Subset(SliceTensors(ds), np.concatenate([i for _, i in order]).tolist()), batch_size, num_workers=num_workers)
     parts = []  # the transform is training's ([0, 1], or equalised to [-1, 1]); batches may span two patients
-    for b in loader:
+    for b in tqdm(loader, desc=f'predicting {len(order)} patients', unit='batch', disable=not progress):
         with torch.inference_mode(): parts.append(torch.softmax(net(b['images'].to(device)).float(), 1).cpu())
         while order and sum(map(len, parts)) >= len(order[0][1]):
             (pid, idx), probs = order.pop(0), torch.cat(parts)
@@ -105,10 +107,36 @@ def predict_split(net:nn.Module,         # a trained model, e.g. from `models.lo
                   device:str='cpu',
                   num_workers:int=0,     # DataLoader worker processes
                   debug:bool=False,      # only the first slices of the split (`SliceDataset`'s debug subset)
+                  progress:bool=True,    # a progress bar over the batches (stderr)
                  ):                      # generator of (patient id, (Z, K, H, W) float32 probabilities)
     "Softmax probabilities of a sliced split, one patient at a time, in z order"
     ds = SliceDataset(data_root, split, num_classes, normalize, debug)  # a missing split fails now, not at the first item
-    return _patient_probabilities(net.to(device).eval(), ds, batch_size, device, num_workers)
+    return _patient_probabilities(net.to(device).eval(), ds, batch_size, device, num_workers, progress)
+
+# %% ../nbs/05b_evaluate.ipynb #42cd1d13
+def validation_dice(weights:Path|str, # a training run's folder, or one of its checkpoints
+                   )->np.ndarray:     # (K,) validation 3D Dice per class, background first; 0 for a class never found
+    "A run's per-class validation 3D Dice at the epoch of its checkpoint (history.csv)"
+    ckpt, run = checkpoint_path(weights), Path(weights) if Path(weights).is_dir() else Path(weights).parent
+    epoch, hist = checkpoint_metadata(ckpt).get('epoch'), pd.read_csv(run/'history.csv')
+    cols = [f'dice3d_{n}' for n in DATASETS[run_config(weights).dataset]['names']]
+    rows = hist[hist['epoch'] == epoch].reindex(columns=cols)
+    if rows.empty or rows.isna().all(axis=None): raise SegthorError(f"{run/'history.csv'}: no validation Dice per class at epoch {epoch} of {ckpt.name}")
+    return np.nan_to_num(rows.to_numpy(float)[-1])
+
+# %% ../nbs/05b_evaluate.ipynb #d4e26b09
+def ensemble_setup(runs:list,   # training runs (folders or checkpoints), two or more
+                   dest:str,    # results folder (an ensemble has no run folder of its own)
+                   **kw,        # `evaluation_setup`'s other options, the same for every member
+                  )->dict:      # `evaluation_setup`'s, the model an `Ensemble`; with members and scores
+    "Several runs as one model, each class weighted by the runs' validation 3D Dice"
+    if len(runs) < 2: raise SegthorError(f"--ensemble: give two or more runs, not {len(runs)}")
+    if dest is None: raise SegthorError("--ensemble needs --dest: an ensemble has no run folder of its own")
+    setups = [evaluation_setup(r, dest=dest, **kw) for r in runs]
+    for k in ('num_classes', 'normalize', 'data_root'):
+        if len({str(s[k]) for s in setups}) > 1: raise SegthorError(f"--ensemble: the runs differ in {k} ({', '.join(str(s[k]) for s in setups)})")
+    scores = np.stack([validation_dice(r) for r in runs])
+    return setups[0] | dict(model=Ensemble([s['model'] for s in setups], scores), members=[str(r) for r in runs], scores=scores)
 
 # %% ../nbs/05b_evaluate.ipynb #932bec7b
 def patients_in_split(data_root:Path|str, split:str)->list:
@@ -126,7 +154,7 @@ def predict_volumes(net:nn.Module,              # a trained model, e.g. from `mo
                     dest:Path|str,              # gets Patient_XX.nii.gz
                     source_scan_pattern:str=None, # source scan per patient, e.g. "data/segthor_train/train/{id_}/GT.nii.gz"
                     overwrite:bool=False,       # replace existing volumes
-                    **predict_kw,               # `predict_split` options: num_classes, normalize, batch_size, device
+                    **predict_kw,               # `predict_split` options: num_classes, normalize, batch_size, device, progress
                    )->list:                     # the volumes written
     "Predict a sliced split; stitch each patient to a NIfTI label volume"
     root, dest = Path(data_root), Path(dest)
@@ -325,14 +353,22 @@ def eval_config(weights:Path|str|None=None, # checkpoint or training run folder 
                )->EvalConfig:
     "The evaluation's settings: `cfg` with `weights` and `kwargs` set"
     c = dataclasses.replace(cfg or EvalConfig(), **({'weights': str(weights)} if weights is not None else {}), **kwargs)
-    if c.weights is None: raise SegthorError("--weights is required: a checkpoint or a training run folder")
+    if c.model == 'ensemble' and not c.ensemble: raise SegthorError("--model ensemble needs --ensemble RUN RUN ...: the runs to combine")
+    if c.ensemble and (c.weights or c.model not in (None, 'ensemble')): raise SegthorError("--ensemble: the members are its runs; drop --weights and --model")
+    if c.weights is None and not c.ensemble: raise SegthorError("--weights is required: a checkpoint or a training run folder")
     return c
 
 def config_setup(c:EvalConfig)->dict:
-    "`evaluation_setup` for an `EvalConfig`; its unset model flags are the run's"
-    over = dict(model=c.model, num_classes=c.num_classes, model_cfg=c.model_cfg, r=c.r, hiera_path=c.hiera_path,
-                crf=c.crf or None, finetune_crf=c.finetune_crf or None, normalize=c.normalize or None)
-    return evaluation_setup(c.weights, c.dataset, c.data_root, c.dest, c.gpu, c.preset, c.mode, **over)
+    "`evaluation_setup` (`ensemble_setup` for an ensemble) for an `EvalConfig`; unset model flags are the run's"
+    kw = dict(dataset=c.dataset, data_root=c.data_root, gpu=c.gpu, preset=c.preset, mode=c.mode, model=None if c.ensemble else c.model,
+              num_classes=c.num_classes, model_cfg=c.model_cfg, r=c.r, hiera_path=c.hiera_path, crf=c.crf or None,
+              finetune_crf=c.finetune_crf or None, normalize=c.normalize or None)
+    return ensemble_setup(c.ensemble, c.dest, **kw) if c.ensemble else evaluation_setup(c.weights, dest=c.dest, **kw)
+
+def _provenance(c:EvalConfig, s:dict)->dict:
+    "How an evaluation's numbers were made; for an ensemble also its members, scores and weights"
+    ens = dict(members=s['members'], scores=s['scores'].tolist(), weights=s['model'].weights.tolist()) if 'members' in s else None
+    return dict(provenance(), settings=dataclasses.asdict(c)) | ({'ensemble': ens} if ens else {})
 
 # %% ../nbs/05b_evaluate.ipynb #780fc205
 def test3d(weights:Path|str|None=None, # checkpoint or training run folder
@@ -344,13 +380,13 @@ def test3d(weights:Path|str|None=None, # checkpoint or training run folder
     root, dest, K, grid = s['data_root'], s['dest'], s['num_classes'], eval_grid(c.grid, s['preset'], c.debug)
     kind = '3d' if grid == 'native' else '3d_study'
     refuse_existing([dest/n for n in RESULT_NAMES[kind]] + ([dest/'metrics3d/test_metrics.csv'] if grid == 'study' else []), c.overwrite)
-    kw = dict(num_classes=K, normalize=s['normalize'], batch_size=c.batch_size or s['batch_size'], device=s['device'], num_workers=c.num_workers)
+    kw = dict(num_classes=K, normalize=s['normalize'], batch_size=c.batch_size or s['batch_size'], device=s['device'], num_workers=c.num_workers, progress=c.progress)
     if grid == 'study': long_df = evaluate3d_study(s['model'], root, c.split, c.include_background, debug=c.debug, **kw)
     else: long_df = _native3d(s['model'], root, c.split, dest, c.source_dir, c.gt_name, c.source_scan_pattern, c.include_background,
                               c.lcc, c.nsd_tol, c.surface, c.overwrite, **kw)
     table = write_results(long_df, dest, kind, K, c.overwrite)
     if grid == 'study': write_study_metrics(long_df, dest/'metrics3d', K, overwrite=c.overwrite)
-    write_json(dict(provenance(), settings=dataclasses.asdict(c)), dest/'provenance3d.json')   # how these numbers were made
+    write_json(_provenance(c, s), dest/'provenance3d.json')   # how these numbers were made
     print(table.to_string())
     print(f"{long_df['patient'].nunique()} patients of {root/c.split} scored in 3D ({GRIDS[grid]}); results in {dest}")
     return table
@@ -364,11 +400,11 @@ def test2d(weights:Path|str|None=None, # checkpoint or training run folder
     c = eval_config(weights, cfg, **kwargs); s = config_setup(c)
     root, dest, K, study = s['data_root'], s['dest'], s['num_classes'], s['preset'] == 'study'
     refuse_existing([dest/n for n in RESULT_NAMES['2d']] + ([dest/'metrics2d/test_metrics.csv'] if study else []), c.overwrite)
-    kw = dict(num_classes=K, normalize=s['normalize'], batch_size=c.batch_size or s['batch_size'], device=s['device'], num_workers=c.num_workers, debug=c.debug)
+    kw = dict(num_classes=K, normalize=s['normalize'], batch_size=c.batch_size or s['batch_size'], device=s['device'], num_workers=c.num_workers, debug=c.debug, progress=c.progress)
     long_df = evaluate2d(s['model'], root, c.split, dest/'png' if c.save_png else None, c.overwrite, s['preset'], **kw)
     table = write_results(long_df, dest, '2d', K, c.overwrite)
     if study: write_study_metrics(long_df, dest/'metrics2d', K, batch_size=kw['batch_size'], overwrite=c.overwrite)
-    write_json(dict(provenance(), settings=dataclasses.asdict(c)), dest/'provenance2d.json')
+    write_json(_provenance(c, s), dest/'provenance2d.json')
     print(table.to_string())
     print(f"{long_df['patient'].nunique()} patients, {len(long_df[['patient', 'slice']].drop_duplicates())} slices of {root/c.split} scored in 2D; results in {dest}")
     return table

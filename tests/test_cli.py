@@ -36,7 +36,7 @@ FLAGS = {  # what each `--help` must list (the configuration-made commands list 
     'segthor-test3dnnunet': ['--pred_dir', '--gt_dir', '--out', '--gt_name', '--nsd_tol', '--lcc', '--surface', '--overwrite'],
     'segthor-nnunet-export': ['src', '--raw_root', '--preprocessed_root', '--dataset_id', '--name', '--gt_name', '--retains',
                               '--retains_test', '--seed', '--fold', '--overwrite', '--no_verify', '--num_workers'],
-    'segthor-test': [flag(f) for f in fields(EvalConfig) if f.name not in ONLY_3D] + ['{ENet,shallow,samed,samed_fast,SAM2UNet}'],
+    'segthor-test': [flag(f) for f in fields(EvalConfig) if f.name not in ONLY_3D] + ['{ENet,shallow,samed,samed_fast,SAM2UNet,ensemble}'],
     'segthor-test3d': [flag(f) for f in fields(EvalConfig) if f.name not in ONLY_2D] + ['{voxel,surfel}'],
     'segthor-demo': [flag(f) for f in fields(DemoConfig)],
     'segthor-tune': ['--storage', '--study_name', '--grid', '--space', '--n_trials', '--dest', '--source_dir', '--eval_splits', '--runner',

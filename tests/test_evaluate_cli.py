@@ -92,3 +92,44 @@ def test_one_line_errors(run_dir, tmp_path):
     msg = one_line_error(run('segthor-test', '--weights', run_dir, '--split', 'nosuchsplit', '--dest', tmp_path/'c'))
     assert 'nosuchsplit' in msg
     assert not (tmp_path/'b').exists() and not (tmp_path/'c').exists()
+
+
+def test_ensemble_of_two_runs(run_dir, tmp_path):
+    """`--model ensemble --ensemble A B`: per-class weights from the runs' validation 3D Dice, probabilities their weighted
+    mean, scored through segthor-test3d's own steps"""
+    import torch
+    from segthor_nb.evaluate import ensemble_setup, predict_split, validation_dice
+    from segthor_nb.models import load_run
+    from segthor_nb.train import train
+    root = Path(json.loads((run_dir/'config.json').read_text())['data_root'])
+    other = tmp_path/'run_b'                                                 # a second run on the same data, 2 epochs
+    torch.set_num_threads(1)
+    train(dataset='PHANTOM', data_root=str(root), dest=str(other), epochs=2, batch_size=4, lr=5e-3, num_workers=0, progress=False,
+          deterministic=True, seed=1)
+    names = [f'dice3d_{n}' for n in ('background', 'esophagus', 'heart', 'trachea', 'aorta')]
+    hist = pd.read_csv(other/'history.csv').set_index('epoch')
+    scores = np.stack([validation_dice(run_dir), validation_dice(other)])
+    np.testing.assert_allclose(scores[1], hist.loc[hist['dice3d_fg'].idxmax(), names].to_numpy(float), atol=1e-6)
+    assert not np.allclose(scores[0], scores[1])                             # two different runs: weights not all equal
+    dest = tmp_path/'ens'
+    r = run('segthor-test3d', '--model', 'ensemble', '--ensemble', run_dir, other, '--split', 'val', '--source_dir', root/'source',
+            '--dest', dest, '--num_workers', 0)
+    assert r.returncode == 0, r.stderr
+    assert 'predicting 1 patients' in r.stderr                               # the progress bar
+    rec = json.loads((dest/'provenance3d.json').read_text())['ensemble']
+    tot = scores.sum(0)
+    w = np.where(tot > 0, scores/np.maximum(tot, 1e-12), .5)                 # a class neither run finds: equal weights
+    np.testing.assert_allclose(rec['weights'], w, atol=1e-6); assert rec['members'] == [str(run_dir), str(other)]
+    res = pd.read_csv(dest/'results3d.csv').query("metric == 'dice'")
+    assert sorted(res['patient'].unique()) == ['Patient_01'] and set(res['class']) == {1, 2, 3, 4}
+    s = ensemble_setup([run_dir, other], dest=str(dest))
+    (_, p_e), = predict_split(s['model'], root, 'val', progress=False)
+    p_m = [next(predict_split(load_run(m), root, 'val', progress=False))[1] for m in (run_dir, other)]
+    mix = sum(wk[None, :, None, None]*p for wk, p in zip(w, p_m))
+    np.testing.assert_allclose(p_e, mix/mix.sum(1, keepdims=True), atol=1e-5)
+    pred, _ = load_volume(dest/'predictions'/'Patient_01.nii.gz', 'gt')     # the stitched labels of those probabilities
+    assert pred.max() > 0
+    from segthor_nb.core import SegthorError
+    from segthor_nb.evaluate import config_setup, eval_config
+    with pytest.raises(SegthorError, match='needs --ensemble'): eval_config(model='ensemble', dest=str(tmp_path/'x'))
+    with pytest.raises(SegthorError, match='two or more'): config_setup(eval_config(ensemble=[str(run_dir)], dest=str(tmp_path/'x')))
