@@ -13,13 +13,14 @@ from io import StringIO
 from pathlib import Path
 from typing import Annotated
 from .core import DATASETS, TRAIN_CHOICES, DemoConfig, TrainConfig, EvalConfig, ONLY_2D, ONLY_3D, EVAL_CHOICES
-from .core import SegthorError, command, config_command, label_name, refuse_existing, deviations_epilog
+from .core import SegthorError, command, config_command, label_name, read_json, refuse_existing, deviations_epilog
 
 # %% auto #0
-__all__ = ['NNUNET_ALIASES', 'EVAL_ALIASES', 'segthor_tune', 'flag_aliases', 'command_help', 'in_plane', 'segthor_phantom',
-           'segthor_validate', 'segthor_fix', 'segthor_slice', 'segthor_toy2', 'segthor_stitch', 'segthor_train',
-           'segthor_import_study', 'segthor_metrics3d', 'segthor_nnunet_export', 'segthor_test3dnnunet',
-           'segthor_test3d', 'segthor_test', 'segthor_demo']
+__all__ = ['MODELS_3D', 'NNUNET_ALIASES', 'EVAL_ALIASES', 'segthor_tune', 'flag_aliases', 'command_help', 'in_plane',
+           'segthor_phantom', 'segthor_validate', 'segthor_fix', 'segthor_slice', 'segthor_toy2', 'segthor_stitch',
+           'flag_value', 'wants_3d', 'routed', 'segthor_train3d', 'segthor_train', 'segthor_import_study',
+           'segthor_metrics3d', 'segthor_nnunet_export', 'segthor_test3dnnunet', 'run_is_3d', 'segthor_test3d',
+           'segthor_test', 'segthor_predict', 'segthor_demo']
 
 # %% ../nbs/08_cli.ipynb #d2c634c8
 def _respell(arg:str, swap:dict)->str:
@@ -158,7 +159,41 @@ def segthor_stitch(data_folder:Annotated[str, {'opt': True, 'required': True}], 
     out = stitch_folder(data_folder, dest_folder, num_classes, grp_regex, source_scan_pattern, geometry_json)
     print(f"stitched {len(out)} patients into {dest_folder}")
 
+# %% ../nbs/08_cli.ipynb #916a39dd
+MODELS_3D = ('unet3d', 'dynunet3d')   # the keys of segthor_nb.models.MODEL_REGISTRY_3D (a test keeps them equal)
+
+def flag_value(argv:list, name:str)->str|None:
+    "The value of `--name` in `argv` (`--name v` or `--name=v`, `-` or `_`), or None"
+    for i, a in enumerate(argv):
+        flag, eq, value = a.partition('=')
+        if flag.replace('-', '_') == f'__{name}': return value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+    return None
+
+def wants_3d(argv:list)->bool:
+    "Whether a training command line names a 3D network"
+    return str(flag_value(argv, 'model')).lower().replace('-', '_') in MODELS_3D
+
+# %% ../nbs/08_cli.ipynb #f0a6f7cc
+def routed(when, other): # when(argv) -> bool; other(): the command that then takes the command line
+    "Decorator: a command that hands a bare call's command line to `other` when `when` says so"
+    def deco(cmd):
+        def _f(*args, **kwargs):
+            if not (args or kwargs) and when(sys.argv[1:]): return other()
+            return cmd(*args, **kwargs)
+        return functools.update_wrapper(_f, cmd)
+    return deco
+
+def segthor_train3d():
+    "Parse the command line as a 3D run's flags and train it"
+    from segthor_nb.train3d import Train3DConfig, train3d
+    def train_3d(cfg:Train3DConfig):
+        "Train a 3D network on a SEGTHOR-layout tree, no slicing (segthor-train --model unet3d)"
+        res = train3d(cfg)
+        if res['best'] is not None: print(f"best epoch {res['best']['epoch']}: 3D Dice {res['best']['dice3d_fg']:.4f}; results in {res['dest']}")
+    return config_command(Train3DConfig)(train_3d)()
+
 # %% ../nbs/08_cli.ipynb #90819c82
+@routed(wants_3d, segthor_train3d)
 @config_command(TrainConfig, choices=TRAIN_CHOICES)
 def segthor_train(cfg:TrainConfig):
     "Train a segmentation model on sliced data (the study's main.py flags)"
@@ -166,7 +201,7 @@ def segthor_train(cfg:TrainConfig):
     res = train(cfg)
     if res['best'] is not None and int(os.environ.get('RANK', 0)) == 0:
         print(f"best epoch {res['best']['epoch']}: 3D Dice {res['best']['dice3d_fg']:.4f}; results in {res['dest']}")
-segthor_train.epilog = deviations_epilog('train', 'model')
+segthor_train.__wrapped__.epilog = deviations_epilog('train', 'model') + "\n3D networks (unet3d, dynunet3d) train on the NIfTI tree: segthor-train --model unet3d --help"
 
 # %% ../nbs/08_cli.ipynb #e075004b
 @command
@@ -275,11 +310,21 @@ def segthor_test3dnnunet(pred_dir:str='predictions', # nnU-Net's output folder: 
 # %% ../nbs/08_cli.ipynb #393b5487
 EVAL_ALIASES = dict(weights=('--from_checkpoint', '--model_path'))  # the study's name of the weights, and an older one
 
+# %% ../nbs/08_cli.ipynb #ec16973c
+def run_is_3d(weights:str)->bool:
+    "Whether a run folder (or a checkpoint in one) holds a 3D network, by its config.json"
+    d = Path(weights); f = (d if d.is_dir() else d.parent)/'config.json'
+    return f.is_file() and str(read_json(f).get('model')).lower() in MODELS_3D
+
 # %% ../nbs/08_cli.ipynb #3685535b
 @flag_aliases(**EVAL_ALIASES)
 @config_command(EvalConfig, skip=ONLY_2D, choices=EVAL_CHOICES)
 def segthor_test3d(cfg:EvalConfig):
     "Predict a split and score it in 3D: on each CT's grid (mm), or the study's: test3d.py"
+    if cfg.weights and run_is_3d(cfg.weights):
+        from segthor_nb.predict import test3d_run
+        return test3d_run(cfg.weights, cfg.split, cfg.source_dir, cfg.dest, cfg.overwrite, cfg.gpu, gt_name=cfg.gt_name, nsd_tol=cfg.nsd_tol,
+                          lcc=cfg.lcc, surface=cfg.surface, include_background=cfg.include_background, progress=cfg.progress)
     from segthor_nb.evaluate import test3d
     test3d(cfg=cfg)
 
@@ -294,6 +339,23 @@ def segthor_test(cfg:EvalConfig):
 for _cmd, _rows in [(segthor_test, ('test', 'model')), (segthor_test3d, ('test3d', 'model'))]:
     _cmd.__wrapped__.epilog = deviations_epilog(*_rows)  # the command inside `flag_aliases` prints it with --help
 segthor_test3dnnunet.__wrapped__.epilog = deviations_epilog('test3dnnunet', switch='--grid study')
+
+# %% ../nbs/08_cli.ipynb #7e8c36d1
+@command
+def segthor_predict(input:Annotated[str, {'nargs': '+'}], # CT files (.nii.gz, .nii) or folders of them
+                    weights:Annotated[str, {'opt': True, 'required': True, 'nargs': '+'}]=None, # run folder(s) or checkpoint(s), 2D or 3D; several: averaged
+                    out:Annotated[str, {'opt': True, 'required': True}]=None, # output folder: a label volume per CT, same name
+                    probabilities:bool=False, # also write <name>.npz: (K, X, Y, Z) float16 probabilities
+                    mirror:bool=False,        # test-time mirroring: average over the flipped inputs
+                    overlap:float=0.5,        # 3D runs: sliding-window overlap
+                    gpu:bool=False,           # run the models on CUDA
+                    overwrite:bool=False,     # replace earlier outputs in --out
+                    progress:bool=True,       # a progress bar per volume
+                   ):
+    "Label volumes of CTs without labels, from any run(s): nnUNetv2_predict's job"
+    from segthor_nb.predict import predict
+    written = predict(input, weights, out, probabilities, mirror, overlap, gpu, overwrite, progress)
+    print(f"{len(written)} label volume(s) in {out}")
 
 # %% ../nbs/08_cli.ipynb #6bec8be1
 @config_command(DemoConfig)

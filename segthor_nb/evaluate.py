@@ -22,9 +22,9 @@ from .metrics import plot_organ_bars, plot_violins, plot_dice_along_z
 
 # %% auto #0
 __all__ = ['RESULT_NAMES', 'GRIDS', 'evaluation_setup', 'patient_slices', 'predict_split', 'validation_dice', 'ensemble_setup',
-           'patients_in_split', 'predict_volumes', 'split_gt', 'evaluate3d', 'evaluate2d', 'evaluate3d_study',
-           'course_arrays', 'save_course_arrays', 'write_results', 'eval_grid', 'eval_config', 'config_setup', 'test3d',
-           'test2d']
+           'patients_in_split', 'predict_volumes', 'link_labels', 'split_gt', 'evaluate3d', 'evaluate2d',
+           'evaluate3d_study', 'course_arrays', 'save_course_arrays', 'write_results', 'eval_grid', 'eval_config',
+           'config_setup', 'test3d', 'test2d']
 
 # %% ../nbs/05b_evaluate.ipynb #9e049f83
 def _json_option(name:str, v)->dict:
@@ -166,13 +166,14 @@ def predict_volumes(net:nn.Module,              # a trained model, e.g. from `mo
             for pid, s in predict_split(net, root, split, **predict_kw)]
 
 # %% ../nbs/05b_evaluate.ipynb #e5b0000d
-def _link_labels(labels:dict, pids:list, dest:Path):
+def link_labels(labels:dict, pids:list, dest:Path)->Path: # {patient: label file}; patients; folder
     "Link (or copy) each patient's label file into `dest` as <patient>.nii.gz"
     dest.mkdir(parents=True, exist_ok=True)
     for pid in pids:
         link = dest/f'{pid}.nii.gz'; link.unlink(missing_ok=True)
         try: link.symlink_to(Path(labels[pid]).resolve())
         except OSError: shutil.copyfile(labels[pid], link)  # file systems without symbolic links
+    return dest
 
 # %% ../nbs/05b_evaluate.ipynb #bf4d2100
 def split_gt(data_root:Path|str, split:str, # sliced dataset root and split
@@ -190,7 +191,7 @@ def split_gt(data_root:Path|str, split:str, # sliced dataset root and split
         return dest
     gt_name = label_name(source_dir, gt_name); labels = find_label_volumes(source_dir, gt_name)
     if missing := [pid for pid in pids if pid not in labels]: raise VolumeError(f"{source_dir}: no {gt_name} for {', '.join(missing[:5])}")
-    _link_labels(labels, pids, dest)
+    link_labels(labels, pids, dest)
     return dest
 
 # %% ../nbs/05b_evaluate.ipynb #003bbdf7

@@ -17,14 +17,15 @@ from safetensors.torch import save_file, load_file, safe_open
 from .core import SegthorError, TrainConfig, DATASETS, MODEL_NAMES, read_json, config_from, PRESETS
 
 # %% auto #0
-__all__ = ['MODEL_REGISTRY', 'MODEL_ALIASES', 'SAM_MODELS', 'CheckpointError', 'clean_state_dict', 'unwrap', 'check_state_dict',
-           'save_weights', 'checkpoint_metadata', 'trainable_keys', 'read_state_dict', 'load_weights',
-           'ModelInputError', 'ModelError', 'check_input', 'check_preset', 'conv_bn_prelu', 'asym_bn_prelu',
-           'Bottleneck', 'DownBottleneck', 'UpBottleneck', 'InitialBlock', 'enet_stage', 'init_xavier', 'ENet',
-           'n_params', 'trainable_summary', 'shape_trace', 'ShallowNet', 'MeanFieldCRF', 'StudyCRF', 'CRF',
-           'last_layer', 'freeze_for_crf', 'ensemble_weights', 'Ensemble', 'build_enet', 'build_shallow', 'model_key',
-           'model_builder', 'get_model', 'checkpoint_keys', 'builder_options', 'build_model', 'run_config',
-           'checkpoint_path', 'load_run']
+__all__ = ['MODEL_REGISTRY', 'MODEL_ALIASES', 'SAM_MODELS', 'MODEL_REGISTRY_3D', 'UNET3D_SIZES', 'CheckpointError',
+           'clean_state_dict', 'unwrap', 'check_state_dict', 'save_weights', 'checkpoint_metadata', 'trainable_keys',
+           'read_state_dict', 'load_weights', 'ModelInputError', 'ModelError', 'check_input', 'check_preset',
+           'conv_bn_prelu', 'asym_bn_prelu', 'Bottleneck', 'DownBottleneck', 'UpBottleneck', 'InitialBlock',
+           'enet_stage', 'init_xavier', 'ENet', 'n_params', 'trainable_summary', 'shape_trace', 'ShallowNet',
+           'MeanFieldCRF', 'StudyCRF', 'CRF', 'last_layer', 'freeze_for_crf', 'ensemble_weights', 'Ensemble',
+           'build_enet', 'build_shallow', 'model_key', 'model_builder', 'get_model', 'check_input3d', 'ds_weights',
+           'UNet3D', 'DynUNet3D', 'build_unet3d', 'build_dynunet3d', 'is_3d', 'checkpoint_keys', 'builder_options',
+           'build_model', 'run_config', 'checkpoint_path', 'load_run']
 
 # %% ../nbs/02_models.ipynb #c71b3ea5
 class CheckpointError(SegthorError):
@@ -479,17 +480,19 @@ MODEL_REGISTRY = {'enet': build_enet, 'shallow': build_shallow, 'samed': 'segtho
                   'samed_fast': 'segthor_nb.sam:build_samed_fast', 'sam2unet': 'segthor_nb.sam:build_sam2unet'}
 MODEL_ALIASES = {'shallownet': 'shallow', 'samedfast': 'samed_fast', 'sam2_unet': 'sam2unet'}
 SAM_MODELS = ('samed', 'samed_fast', 'sam2unet')   # keys of the models built on a SAM encoder
+MODEL_REGISTRY_3D = {}   # the volumetric networks, filled in "3D networks" below
 
 def model_key(name:str)->str:
     "The registry key of a model name (`ENet` → `enet`, `SAM2-UNet` → `sam2unet`)"
     key = str(name).lower().replace('-', '_'); key = MODEL_ALIASES.get(key, key)
-    if key not in MODEL_REGISTRY: raise ModelError(f"--model {name!r}: unknown model; choose {', '.join(MODEL_NAMES)}")
+    if key not in MODEL_REGISTRY | MODEL_REGISTRY_3D:
+        raise ModelError(f"--model {name!r}: unknown model; choose {', '.join((*MODEL_NAMES, *MODEL_REGISTRY_3D))}")
     return key
 
 # %% ../nbs/02_models.ipynb #90cc9d12
 def model_builder(name:str): # a model name, as `model_key` reads it
     "The builder function of a model (an import string is imported now)"
-    builder = MODEL_REGISTRY[model_key(name)]
+    builder = (MODEL_REGISTRY | MODEL_REGISTRY_3D)[model_key(name)]
     if isinstance(builder, str):
         module, fn = builder.split(':'); builder = getattr(importlib.import_module(module), fn)
     return builder
@@ -506,6 +509,87 @@ def get_model(name:str,          # ENet, shallow, samed, samed_fast or SAM2UNet 
     if unknown := [k for k in builder_kw if k not in takes]:
         raise ModelError(f"--model_cfg: {name}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(takes)}")
     return builder(num_classes=num_classes, in_channels=in_channels, **builder_kw)
+
+# %% ../nbs/02_models.ipynb #3cf7e3b6
+def check_input3d(x:Tensor, in_channels:int, multiple:int=1, name:str='model'):
+    "Raise `ModelInputError` unless `x` is `(B, in_channels, X, Y, Z)`, sides multiples of `multiple`"
+    if x.ndim != 5: raise ModelInputError(f"{name} expects a (B, {in_channels}, X, Y, Z) batch, got shape {tuple(x.shape)}")
+    if x.shape[1] != in_channels:
+        raise ModelInputError(f"{name} was built for {in_channels} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
+    if any(s % multiple for s in x.shape[2:]):
+        raise ModelInputError(f"{name} needs X, Y and Z divisible by {multiple}, got {tuple(x.shape[2:])}; pad or crop the patch")
+
+def ds_weights(n:int)->tuple:
+    "nnU-Net's deep-supervision weights for `n` outputs: 1, 1/2, 1/4, ..., normalised"
+    w = np.array([.5**i for i in range(n)]); return tuple((w/w.sum()).tolist())
+
+# %% ../nbs/02_models.ipynb #105fde18
+def _import_plain_unet():
+    "nnU-Net's PlainConvUNet, or a `ModelError` saying how to install it"
+    try: from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    except ImportError: raise ModelError("unet3d needs dynamic_network_architectures: pip install 'segthor_nb[nnunet]'") from None
+    return PlainConvUNet
+
+UNET3D_SIZES = {'tiny': (4, 8, 16, 32), 'small': (16, 32, 64, 128, 256), 'base': (32, 64, 128, 256, 320)}  # channels per stage
+
+# %% ../nbs/02_models.ipynb #af1f507a
+class UNet3D(nn.Module):
+    "nnU-Net's `PlainConvUNet` in 3D: logits, or (logits, [side logits]) with `aux`"
+    def __init__(self, in_channels:int=1, num_classes:int=5,
+                 features:tuple=(16, 32, 64, 128, 256), # channels per resolution stage
+                ):
+        super().__init__()
+        n = len(features)
+        self.net = _import_plain_unet()(in_channels, n, list(features), nn.Conv3d, 3, [1] + [2]*(n - 1), 2, num_classes, 2,
+                                        conv_bias=True, norm_op=nn.InstanceNorm3d, norm_op_kwargs=dict(eps=1e-5, affine=True),
+                                        nonlin=nn.LeakyReLU, nonlin_kwargs=dict(inplace=True), deep_supervision=True)
+        self.in_channels, self.multiple, self.aux_weights = in_channels, 2**(n - 1), ds_weights(max(1, n - 2))
+    def forward(self, x:Tensor, aux:bool=False):
+        check_input3d(x, self.in_channels, self.multiple, 'UNet3D')
+        self.net.decoder.deep_supervision = aux
+        out = self.net(x)
+        if not aux: return out
+        return out[0], [F.interpolate(o, size=x.shape[2:], mode='trilinear', align_corners=False) for o in out[1:len(self.aux_weights)]]
+    def last_layer(self)->nn.Module: return self.net.decoder.seg_layers[-1]  # the 1×1×1 convolution to full-resolution logits
+
+# %% ../nbs/02_models.ipynb #2d74e518
+class DynUNet3D(nn.Module):
+    "MONAI's `DynUNet` in 3D under the same contract (side outputs in training mode)"
+    def __init__(self, in_channels:int=1, num_classes:int=5, features:tuple=(16, 32, 64, 128, 256)):
+        super().__init__()
+        from monai.networks.nets import DynUNet
+        n = len(features); strides = [1] + [2]*(n - 1)
+        self.net = DynUNet(3, in_channels, num_classes, [3]*n, strides, strides[1:], filters=list(features),
+                           deep_supervision=n > 2, deep_supr_num=max(1, n - 3), res_block=False)
+        self.in_channels, self.multiple, self.aux_weights = in_channels, 2**(n - 1), ds_weights(1 + self.net.deep_supr_num if n > 2 else 1)
+    def forward(self, x:Tensor, aux:bool=False):
+        check_input3d(x, self.in_channels, self.multiple, 'DynUNet3D')
+        out = self.net(x)
+        if out.ndim == 5: return out                     # eval mode: DynUNet gives the main output only
+        return (out[:, 0], list(out[:, 1:].unbind(1))) if aux else out[:, 0]
+    def last_layer(self)->nn.Module: return self.net.output_block  # the 1×1×1 convolution to logits
+
+# %% ../nbs/02_models.ipynb #07732a85
+def _sized(size:str|None, features:list|None)->tuple:
+    "Channels per stage from `features`, else from a named size"
+    if features: return tuple(features)
+    if (size or 'small') not in UNET3D_SIZES: raise ModelError(f"size {size!r}: choose one of {', '.join(UNET3D_SIZES)}")
+    return UNET3D_SIZES[size or 'small']
+
+def build_unet3d(num_classes:int, in_channels:int=1, size:str|None=None, # tiny, small (default) or base
+                 features:list|None=None, preset:str='ours')->UNet3D:     # features: channels per stage (overrides size)
+    "nnU-Net's 3D U-Net from registry options (`preset` checked only)"
+    check_preset(preset); return UNet3D(in_channels, num_classes, _sized(size, features))
+
+def build_dynunet3d(num_classes:int, in_channels:int=1, size:str|None=None, features:list|None=None, preset:str='ours')->DynUNet3D:
+    "MONAI's DynUNet from registry options (`preset` checked only)"
+    check_preset(preset); return DynUNet3D(in_channels, num_classes, _sized(size, features))
+
+MODEL_REGISTRY_3D.update(unet3d=build_unet3d, dynunet3d=build_dynunet3d)
+
+def is_3d(name:str)->bool:
+    "Whether a model name is one of the volumetric networks"
+    return model_key(name) in MODEL_REGISTRY_3D
 
 # %% ../nbs/02_models.ipynb #13767119
 def checkpoint_keys(model:nn.Module)->list|None:
