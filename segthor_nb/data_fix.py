@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, nibabel as nib
 from scipy import ndimage as ndi, optimize
+from tqdm import tqdm
 from .core import CLASSES, PATIENT_ID, SegthorError, atomic_path, dice_per_class, organ_cmap, patient_dirs, write_json
 
 # %% auto #0
 __all__ = ['SEGTHOR_FACTS', 'SPACING_SLACK_MM', 'AFFINE_TOL_VOX', 'VolumeError', 'Geometry', 'as_ct_array', 'as_label_array',
-           'load_volume', 'save_volume', 'show_labels', 'phantom_anatomy', 'make_phantom', 'course_affine',
+           'load_volume', 'save_volume', 'show_labels', 'save_png', 'phantom_anatomy', 'make_phantom', 'course_affine',
            'move_heart', 'write_phantom', 'validate_patient', 'scan_tree', 'validate_tree', 'tree_summary',
            'course_params', 'refine_rigid', 'inplane_axes', 'register_pair', 'heart_likeness', 'heart_template',
-           'search_rigid_fft', 'register_blind', 'LayoutError', 'tamper_matrix', 'fix_tree']
+           'search_rigid_fft', 'register_blind', 'LayoutError', 'tamper_matrix', 'fix_figure', 'fix_tree']
 
 # %% ../nbs/00_data_fix.ipynb #11e482ac
 class VolumeError(SegthorError):
@@ -146,6 +147,16 @@ def show_labels(ct_slice:np.ndarray,      # CT slice indexed [x, y], HU
     ax.set_axis_off()
     if title: ax.set_title(title, fontsize=9)
     return ax
+
+# %% ../nbs/00_data_fix.ipynb #744b9699
+def save_png(fig,           # matplotlib figure; closed once saved
+             path:Path|str, # the PNG to write (replaced atomically)
+             dpi:int=80,
+            )->Path:
+    "Save `fig` atomically as PNG and close it"
+    import matplotlib.pyplot as plt
+    with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=dpi, bbox_inches='tight')
+    plt.close(fig); return Path(path)
 
 # %% ../nbs/00_data_fix.ipynb #8f892419
 class _Grid:
@@ -449,13 +460,16 @@ def write_phantom(dest:Path|str,       # root of the SEGTHOR-layout tree to writ
                   tamper:bool=False,   # move every heart like the course copy; Patient_27 (or the last) also gets GT2.nii.gz
                   n_test:int=0,        # unlabelled test volumes Patient_41…
                   workers:int=1,       # processes
+                  progress:bool=True,  # a progress bar (one step per patient)
                  )->Path:
     "Write a phantom SEGTHOR tree (`train/Patient_XX/…`, `test/…`) and `phantom.json`"
     dest, shape = Path(dest), tuple(shape)
     scale, matrix = _phantom_course_matrix(shape, n_slices)
     matrix = matrix if tamper else None
+    jobs = _phantom_jobs(dest, n_patients, shape, n_slices, seed, matrix, n_test)
     with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as ex:
-        spacing = dict((ex.map if ex else map)(_write_patient, _phantom_jobs(dest, n_patients, shape, n_slices, seed, matrix, n_test)))
+        done = (ex.map if ex else map)(_write_patient, jobs)
+        spacing = dict(tqdm(done, 'phantom', len(jobs), unit='patient', disable=not progress))
     write_json(dict(seed=seed, shape=list(shape), n_slices=n_slices, tampered=tamper, scale=scale,
                     matrix=None if matrix is None else matrix.tolist(), clean_pair=f'Patient_{min(27, n_patients):02d}' if tamper else None,
                     spacing_mm=spacing), dest/'phantom.json')
@@ -565,26 +579,31 @@ def _tree_layout(root:Path)->tuple:
 # %% ../nbs/00_data_fix.ipynb #4416227f
 def scan_tree(root:Path|str,     # SEGTHOR root: train/Patient_XX/{Patient_XX,GT}.nii.gz, optional test/Patient_XX.nii.gz
               strict:bool=False, # also check SEGTHOR's acquisition facts
+              progress:bool=True, # a progress bar (one step per patient)
              )->tuple:           # (problems, {CT path: Geometry} of readable CTs, number of label volumes)
     "Layout, then every CT and label volume of a tree: problems, geometries, count"
     train, test, problems = _tree_layout(Path(root))
     geoms, n_labels = {}, 0
+    bar = tqdm(total=len(train) + len(test), desc='validate', unit='patient', disable=not progress)
     for ct, labels in train.values():
         p, geom = _check_ct(ct, strict) if ct else ([], None)
         problems += p
         if geom: geoms[ct] = geom
         for lab in labels: problems += _check_labels(lab, geom); n_labels += 1
+        bar.update()
     for ct in test.values():
         p, geom = _check_ct(ct, strict); problems += p
         if geom: geoms[ct] = geom
-    return problems, geoms, n_labels
+        bar.update()
+    bar.close(); return problems, geoms, n_labels
 
 # %% ../nbs/00_data_fix.ipynb #3c9ade39
 def validate_tree(root:Path|str,     # SEGTHOR root: train/Patient_XX/{Patient_XX,GT}.nii.gz, optional test/Patient_XX.nii.gz
                   strict:bool=False, # also check SEGTHOR's acquisition facts
+                  progress:bool=True, # a progress bar (one step per patient)
                  )->list:            # one line per problem; empty if the tree is fine
     "Problems of a SEGTHOR-layout tree — layout, then every volume — one line each"
-    return scan_tree(root, strict)[0]
+    return scan_tree(root, strict, progress)[0]
 
 # %% ../nbs/00_data_fix.ipynb #ec088d86
 def tree_summary(root:Path|str, # the tree
@@ -869,12 +888,14 @@ def tamper_matrix(patients:list, # training patient folders
                   method:str,    # 'known', 'pair' or 'blind'
                   scale:tuple,   # grid / course size, for the course's parametrisation
                   phantom:dict,  # phantom.json contents ({} for real data)
+                  progress:bool=True, # a progress bar over the patients (pair, blind)
                  )->tuple:       # (4×4 tampering matrix, {patient: estimate} for pair/blind)
     "The course's tampering matrix of a tree: known, from GT2 pairs, or blind"
     if method == 'known':
         if phantom and not phantom.get('tampered'): raise LayoutError("phantom.json: this phantom tree is not tampered; nothing to fix")
         return (np.array(phantom['matrix']) if phantom.get('matrix') else course_affine(scale)), {}
-    est = {d.name: course_params(M, scale) for d in patients if (M := _patient_estimate(d, method)) is not None}
+    est = {d.name: course_params(M, scale) for d in tqdm(patients, 'register', unit='patient', disable=not progress)
+           if (M := _patient_estimate(d, method)) is not None}
     if not est: raise LayoutError(f"{patients[0].parent}: no patient has GT2.nii.gz (the pair method needs one clean label volume)")
     est = {p: dict(phi_deg=phi, translation_vox=list(t)) for p, (phi, t) in est.items()}
     return _pooled(est, scale), est
@@ -923,10 +944,32 @@ def _fix_report(method:str, src:Path, layout:str, M:np.ndarray, scale:tuple, est
         r['error_vs_phantom'] = dict(phi_deg=phi - phi0, translation_vox=[a - b for a, b in zip(t, t0)])
     return r
 
+# %% ../nbs/00_data_fix.ipynb #f2c508e5
+def fix_figure(ct:np.ndarray,     # CT [x, y, z], HU
+               before:np.ndarray, # tampered labels (GT.nii.gz)
+               after:np.ndarray,  # fixed labels
+               title:str='',      # e.g. the patient id
+              ):                  # matplotlib figure: before | after
+    "Tampered and fixed labels over the CT, on the slice with the most fixed heart"
+    import matplotlib.pyplot as plt
+    z, hearts = int((after == 2).sum((0, 1)).argmax()), np.argwhere((before == 2) | (after == 2))[:, :2]
+    m = max(4, ct.shape[0]//20)
+    (x0, y0), (x1, y1) = np.maximum(hearts.min(0) - m, 0), hearts.max(0) + m + 1
+    fig, axs = plt.subplots(1, 2, figsize=(7, 3.6))
+    for ax, lab, name in zip(axs, (before, after), ('before (GT.nii.gz)', 'after (fixed)')):
+        show_labels(ct[x0:x1, y0:y1, z], lab[x0:x1, y0:y1, z], ax, title=f"{title} {name}, z = {z}".strip())
+    plt.tight_layout(); return fig
+
+def _write_fix_figure(d:Path, fixed:Path, dest:Path)->Path:
+    "`fix_figure` of patient folder `d` and its fixed labels, as `dest`/fix_heart.png"
+    ct, before = load_volume(d/f'{d.name}.nii.gz', 'ct')[0], load_volume(d/'GT.nii.gz', 'gt')[0]
+    return save_png(fix_figure(ct, before, load_volume(fixed, 'gt')[0], d.name), dest/'fix_heart.png')
+
 # %% ../nbs/00_data_fix.ipynb #ec292345
 def fix_tree(src:Path|str,       # tampered SEGTHOR tree (the course copy, or a tampered phantom)
              dest:Path|str=None, # None: GT_fixed.nii.gz beside each GT.nii.gz; else a fixed copy of the tree here
              method:str='known', # 'known' (the course matrix), 'pair' (from GT2 pairs) or 'blind' (from the CTs)
+             progress:bool=True, # progress bars (registration, fixing), one step per patient
             )->dict:             # the report, also written to fix_report.json
     "Undo the course's heart tampering in every training patient, and report"
     start = time.time()
@@ -935,12 +978,13 @@ def fix_tree(src:Path|str,       # tampered SEGTHOR tree (the course copy, or a 
     if previous.get('layout') == 'fixed copy': raise LayoutError(f"{src}: already a fixed copy (fix_report.json); fix the original tree")
     if dest is not None and Path(dest).resolve() == src.resolve(): raise LayoutError(f"{dest}: the fixed copy must not replace the source tree")
     scale = _tree_scale(patients, phantom)
-    M, est = tamper_matrix(patients, method, scale, phantom)
+    M, est = tamper_matrix(patients, method, scale, phantom, progress)
     root = Path(dest) if dest is not None else src
     if dest is not None: _copy_tree(src, root)
     out = lambda d: root/'train'/d.name/'GT.nii.gz' if dest is not None else d/'GT_fixed.nii.gz'
     report = _fix_report(method, src, 'fixed copy' if dest is not None else 'GT_fixed beside GT', M, scale, est, phantom)
-    report['patients'] = {d.name: _fix_patient(d, np.linalg.inv(M), out(d)) for d in patients}
+    report['patients'] = {d.name: _fix_patient(d, np.linalg.inv(M), out(d)) for d in tqdm(patients, 'fix', unit='patient', disable=not progress)}
+    report['figure'] = str(_write_fix_figure(patients[0], out(patients[0]), root))   # before | after, by eye
     report['seconds'] = round(time.time() - start, 2)
     write_json(report, root/'fix_report.json')
     return report

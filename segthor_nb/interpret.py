@@ -16,8 +16,8 @@ from matplotlib.patches import Patch
 from torch import nn, Tensor
 from scipy import ndimage as ndi
 from scipy.stats import spearmanr
-from .core import CLASSES, ORGAN_RGBA, SegthorError, atomic_path, read_json, refuse_existing, confusion, dice_from_confusion, dice_per_class
-from .data_fix import show_labels
+from .core import CLASSES, ORGAN_RGBA, SegthorError, read_json, refuse_existing, write_csv, confusion, dice_from_confusion, dice_per_class
+from .data_fix import show_labels, save_png
 from .slicing import SliceDataset, SliceTensors
 from .models import init_xavier
 from .metrics import plot_organ_bars, plot_violins, plot_dice_along_z
@@ -26,9 +26,10 @@ from .metrics import plot_organ_bars, plot_violins, plot_dice_along_z
 __all__ = ['ATTRIBUTION_METHODS', 'LAYERS', 'ERROR_RGB', 'FLAGS', 'RESULT_COLUMNS', 'FIGURE_NAMES', 'InterpretError',
            'foreground_loss', 'logits_of', 'slice_dice_table', 'fg_mean', 'evaluate_slices', 'organ_legend',
            'failure_figure', 'organ_index', 'OrganLogit', 'predicted_mask', 'gradcam_layer', 'attribute_organ',
-           'attribution_figure', 'randomized_copy', 'abs_spearman', 'randomisation_test', 'slice_dice', 'slice_title',
-           'slice_rgb', 'slice_figure', 'SliceViewer', 'patient_volume', 'attribution_volume', 'read_results',
-           'read_run', 'collect_runs', 'runs_table', 'ablation_grid', 'ablation_figure', 'write_runs_figures']
+           'attribution_figure', 'randomized_copy', 'abs_spearman', 'randomisation_test', 'write_explanations',
+           'slice_dice', 'slice_title', 'slice_rgb', 'slice_figure', 'SliceViewer', 'patient_volume',
+           'attribution_volume', 'read_results', 'read_run', 'collect_runs', 'runs_table', 'ablation_grid',
+           'ablation_figure', 'write_runs_figures']
 
 # %% ../nbs/06_interpretability.ipynb #f15e967e
 class InterpretError(SegthorError):
@@ -230,6 +231,20 @@ def randomisation_test(model:nn.Module,  # trained model
             rows += [dict(slice=i, method=m, seed=s, spearman=abs_spearman(a[m], b[m])) for m in methods]
     return pd.DataFrame(rows)
 
+# %% ../nbs/06_interpretability.ipynb #afe31f03
+def write_explanations(dest:Path|str,       # folder, e.g. <run>/interpret
+                       figures:dict,        # file stem -> (matplotlib figure, what it shows)
+                       tables:dict=None,    # file stem -> (DataFrame, what it holds)
+                       overwrite:bool=False, # replace an earlier explanation's files
+                      )->pd.DataFrame:      # the index (also index.csv): file, kind, shows
+    "Save a notebook's figures (PNG) and tables (CSV) with an index.csv that describes them"
+    dest, tables = Path(dest), tables or {}
+    refuse_existing([dest/f'{s}.png' for s in figures] + [dest/f'{s}.csv' for s in tables] + [dest/'index.csv'], overwrite)
+    rows = [dict(file=save_png(f, dest/f'{s}.png').name, kind='figure', shows=what) for s, (f, what) in figures.items()]
+    rows += [dict(file=write_csv(t, dest/f'{s}.csv', True).name, kind='table', shows=what) for s, (t, what) in tables.items()]
+    index = pd.DataFrame(rows, columns=['file', 'kind', 'shows'])
+    write_csv(index, dest/'index.csv', True); return index
+
 # %% ../nbs/06_interpretability.ipynb #8e19f99d
 LAYERS = ('gt', 'pred', 'attr', 'error')
 ERROR_RGB = (1., 0., 1.)   # magenta
@@ -427,11 +442,6 @@ def ablation_figure(df:pd.DataFrame, metric:str='dice'):
     return fig
 
 # %% ../nbs/06_interpretability.ipynb #8ef4225c
-def _save_png(fig, path:Path)->Path:
-    "Save `fig` atomically as PNG and close it"
-    with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=80, bbox_inches='tight')
-    plt.close(fig); return path
-
 def _per_run_figure(df:pd.DataFrame, plot, **kw):
     "One panel per run, drawn by `plot(run_rows, ax=...)`"
     runs = list(df['run'].unique())
@@ -454,4 +464,4 @@ def write_runs_figures(df:pd.DataFrame,      # `collect_runs` output
     fig, ax = plt.subplots(figsize=(2 + 1.2*df['run'].nunique(), 3)); plot_organ_bars(three_d, metric, by='run', ax=ax)
     figs = dict(bars=fig, violins=_per_run_figure(three_d, plot_violins, metric=metric), ablation=ablation_figure(df, metric),
                 dice_along_z=_per_run_figure(df[df['slice'].notna()], plot_dice_along_z, metric=metric, bins=8) if df['slice'].notna().any() else None)
-    return {n: _save_png(f, dest/f'{n}.png') for n, f in figs.items() if f is not None}
+    return {n: save_png(f, dest/f'{n}.png') for n, f in figs.items() if f is not None}

@@ -12,8 +12,9 @@ import numpy as np, pandas as pd
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import directed_hausdorff
-from .core import CLASSES, ORGAN_RGBA, SegthorError, atomic_path, refuse_existing, write_csv, dice_from_confusion, label_name
-from .data_fix import VolumeError, Geometry, load_volume
+from tqdm import tqdm
+from .core import CLASSES, ORGAN_RGBA, SegthorError, atomic_path, refuse_existing, write_csv, md_table, dice_from_confusion, label_name
+from .data_fix import VolumeError, Geometry, load_volume, save_png
 
 # %% auto #0
 __all__ = ['SURFACE', 'OVERLAP', 'STUDY2D', 'COUNTS', 'SURFACES', 'STUDY_METRICS', 'STUDY_NNUNET', 'synthetic_pair',
@@ -22,7 +23,8 @@ __all__ = ['SURFACE', 'OVERLAP', 'STUDY2D', 'COUNTS', 'SURFACES', 'STUDY_METRICS
            'study_overlap', 'study_metrics3d', 'study_metrics2d', 'keep_largest_cc', 'long_format', 'summarise',
            'summary_table', 'study_class_names', 'study_table', 'study_arrays', 'write_study_metrics',
            'find_label_volumes', 'gt_label_name', 'resample_nearest', 'load_pair', 'parse_spacing', 'match_predictions',
-           'score_folders', 'summary_path', 'write_results', 'plot_organ_bars', 'plot_violins', 'plot_dice_along_z']
+           'score_folders', 'plot_organ_bars', 'plot_violins', 'plot_dice_along_z', 'summary_path', 'write_results',
+           'report_paths', 'write_report']
 
 # %% ../nbs/05_metrics3d.ipynb #bc84c32b
 def _draw_ellipsoid(lab, centre, radii, value):
@@ -558,36 +560,18 @@ def score_folders(pred_dir:Path|str, gt_dir:Path|str, # folders of predicted and
                   gt_name:str=None,                    # label file in SEGTHOR-layout patient folders; None: `gt_label_name`
                   surface:str='voxel',                 # one of SURFACES (see `metrics3d`)
                   classes:tuple=(1, 2, 3, 4),          # labels to score (0: the background too)
+                  progress:bool=True,                  # a progress bar, one step per patient
                  )->pd.DataFrame:                      # long-format 3D results
     "3D metrics of every GT patient against its prediction (none: a miss)"
     rule, rows, organs = parse_spacing(spacing_from), [], tuple(c for c in classes if c)
     if surface not in SURFACES: raise SegthorError(f"surface must be one of {SURFACES}, not {surface!r}")
-    for pid, (pred_path, gt_path) in match_predictions(pred_dir, gt_dir, gt_name).items():
+    for pid, (pred_path, gt_path) in tqdm(match_predictions(pred_dir, gt_dir, gt_name).items(), 'scoring', unit='patient', disable=not progress):
         if pred_path is not None: pred, gt, g_geom, p_geom = load_pair(pred_path, gt_path, resample)
         else: (gt, g_geom), p_geom = load_volume(gt_path, 'gt'), None; pred = np.zeros_like(gt)
         if lcc: pred = keep_largest_cc(pred, organs)
         spacing = rule if isinstance(rule, tuple) else (p_geom or g_geom).spacing if rule == 'pred' else g_geom.spacing
         rows.append(long_format(metrics3d(pred, gt, spacing, classes, nsd_tol, surface), pid))
     return pd.concat(rows, ignore_index=True)
-
-# %% ../nbs/05_metrics3d.ipynb #2858f4a5
-def summary_path(out:Path|str)->Path:
-    "The summary CSV written beside a results CSV: `<out>_summary.csv`"
-    return Path(out).with_name(f'{Path(out).stem}_summary.csv')
-
-# %% ../nbs/05_metrics3d.ipynb #3a6c7df6
-def write_results(long_df:pd.DataFrame,   # long-format results
-                  out:Path|str,           # results CSV
-                  overwrite:bool=False,   # replace existing files
-                  with_summary:bool=False, # also write `summary_path(out)`
-                 )->str:                  # the summary table and what was written, to print
-    "Write results (and their summary) atomically; existing files need `overwrite`"
-    refuse_existing([out] + ([summary_path(out)] if with_summary else []), overwrite)
-    summary = summarise(long_df)
-    write_csv(long_df, out, overwrite)
-    if with_summary: write_csv(summary.reset_index(), summary_path(out), overwrite)
-    return (summary_table(summary).to_string() + f"\nwrote {len(long_df)} rows for {long_df['patient'].nunique()} patients to {out}"
-            + (f", the summary to {summary_path(out)}" if with_summary else ''))
 
 # %% ../nbs/05_metrics3d.ipynb #8ae2813c
 def _organ_colour(c:int): return ORGAN_RGBA[c][:3]
@@ -616,6 +600,7 @@ def plot_organ_bars(long_df:pd.DataFrame, metric:str='dice', # long-format resul
         for xi, (_, r) in zip(x, s.iterrows()):
             ax.text(xi, r['mean'] + np.nan_to_num(r['sd']), f"n={int(r['n'])}" + (f"\n{int(r['misses'])} missed" if r['misses'] else ''),
                     ha='center', va='bottom', fontsize=7)
+    lo, hi = ax.get_ylim(); ax.set_ylim(lo, hi + .2*(hi - lo))   # headroom: the annotations stay below the title
     ax.set_xticks(np.arange(len(s)), s.index); ax.set_ylabel(metric)
     if by is not None: ax.legend(title=by, fontsize=8, loc='upper left', bbox_to_anchor=(1, 1))
     return ax
@@ -651,3 +636,46 @@ def plot_dice_along_z(long_df:pd.DataFrame, metric:str='dice', # long-format res
         ax.fill_between(centres, st['mean'] - st['std'], st['mean'] + st['std'], color=_organ_colour(c), alpha=.2)
     ax.set_xlabel('z (first → last slice)'); ax.set_ylabel(f'{metric} per slice'); ax.legend(fontsize=7)
     return ax
+
+# %% ../nbs/05_metrics3d.ipynb #2858f4a5
+def summary_path(out:Path|str)->Path:
+    "The summary CSV written beside a results CSV: `<out>_summary.csv`"
+    return Path(out).with_name(f'{Path(out).stem}_summary.csv')
+
+# %% ../nbs/05_metrics3d.ipynb #3a6c7df6
+def write_results(long_df:pd.DataFrame,   # long-format results
+                  out:Path|str,           # results CSV
+                  overwrite:bool=False,   # replace existing files
+                  with_summary:bool=False, # also write `summary_path(out)`
+                 )->str:                  # the summary table and what was written, to print
+    "Write results, summary and report atomically; existing files need `overwrite`"
+    refuse_existing([out] + ([summary_path(out)] if with_summary else []) + list(report_paths(out, long_df).values()), overwrite)
+    summary = summarise(long_df)
+    write_csv(long_df, out, overwrite)
+    if with_summary: write_csv(summary.reset_index(), summary_path(out), overwrite)
+    report = write_report(long_df, out)
+    return (summary_table(summary).to_string() + f"\nwrote {len(long_df)} rows for {long_df['patient'].nunique()} patients to {out}"
+            + (f", the summary to {summary_path(out)}" if with_summary else '') + f"; report: {', '.join(p.name for p in report)}")
+
+# %% ../nbs/05_metrics3d.ipynb #2f471139
+def report_paths(out:Path|str,          # the results CSV
+                 long_df:pd.DataFrame,  # its rows (which distance the violins show: hd95, else the study's hd)
+                )->dict:                # name -> path, beside `out`
+    "The report files `write_report` puts beside a results CSV"
+    o, hd = Path(out), 'hd95' if (long_df['metric'] == 'hd95').any() else 'hd'
+    return dict(md=o.with_name(f'{o.stem}_summary.md'), dice=o.with_name(f'{o.stem}_organ_dice.png'),
+                violins=o.with_name(f'{o.stem}_violins_{hd}.png'))
+
+# %% ../nbs/05_metrics3d.ipynb #506ddc3e
+def write_report(long_df:pd.DataFrame, # long-format 3D results
+                 out:Path|str,         # the results CSV they were written to
+                )->list:               # the files written (`report_paths`), replaced atomically
+    "The per-organ summary as Markdown and the per-organ figures, beside a results CSV"
+    p, d = report_paths(out, long_df), long_df[long_df['slice'].isna()]
+    n, hd = f"{d['patient'].nunique()} patients", p['violins'].stem.rsplit('_', 1)[1]
+    head = f"# {Path(out).name}: 3D metrics per organ\n\nMean ± sd over {n}; misses: organs present but not predicted.\n\n"
+    table = summary_table(summarise(d), *(() if hd == 'hd95' else (tuple(STUDY2D),)))   # our metrics, or the study's
+    with atomic_path(p['md']) as tmp: tmp.write_text(head + md_table(table))
+    for k, ax in (('dice', plot_organ_bars(d, 'dice')), ('violins', plot_violins(d, hd))):
+        ax.set_title(f"{'Dice' if k == 'dice' else hd.upper()} per organ ({n})", fontsize=10); save_png(ax.figure, p[k])
+    return list(p.values())

@@ -6,10 +6,13 @@ Docs: https://segthor-nb.github.io/segthor_nb/nnunet.html.md"""
 
 # %% ../nbs/05a_nnunet.ipynb #e047dcda
 from __future__ import annotations
-import io, os, re, sys, time, shutil, functools, contextlib, subprocess
+import io, os, re, sys, time, shlex, shutil, functools, contextlib, subprocess
+from collections import deque
+from datetime import datetime
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 import numpy as np, pandas as pd
+from tqdm import tqdm
 from .core import CLASSES, SegthorError, atomic_path, write_json, read_json, patient_dirs, label_name, looks_tampered
 from .data_fix import load_volume, save_volume
 from .metrics import score_folders, find_label_volumes, long_format, study_metrics3d
@@ -123,6 +126,7 @@ def export_nnunet(src_root:Path|str,          # SEGTHOR tree: train/Patient_XX/{
                   preprocessed_root:Path|str=None, # $nnUNet_preprocessed: also put splits_final.json where nnU-Net's training reads it
                   overwrite:bool=False,       # replace an existing export of this dataset
                   workers:int=1,              # processes (one case each)
+                  progress:bool=True,         # a progress bar, one step per case
                  )->Path:                     # the dataset folder
     "SEGTHOR in nnU-Net's raw format with our split, the test patients held out"
     from segthor_nb.slicing import split_patients
@@ -130,7 +134,8 @@ def export_nnunet(src_root:Path|str,          # SEGTHOR tree: train/Patient_XX/{
     parts = check_split(split if split is not None else split_patients(ids, **MANUAL_SPLIT), ids)
     out = _fresh_dataset_dir(raw_root, dataset_id, name, overwrite, preprocessed_root)
     jobs = _export_jobs(src, out, gt_name, parts)
-    with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as ex: list((ex.map if ex else map)(_export_job, jobs))
+    with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as ex:
+        list(tqdm((ex.map if ex else map)(_export_job, jobs), 'export', len(jobs), unit='case', disable=not progress))
     write_json(dataset_json(len(parts['train']) + len(parts['val']), name, f"SEGTHOR thoracic OARs from {src} ({gt_name}); test patients held out in imagesTs/labelsTs"), out/'dataset.json')
     splits = [dict(train=parts['train'], val=parts['val'])]
     for folder in [out] + ([Path(preprocessed_root)/out.name] if preprocessed_root is not None else []): write_json(splits, folder/'splits_final.json')
@@ -164,6 +169,7 @@ def export_and_verify(src:Path|str,                  # SEGTHOR tree (fixed by se
                       dataset_id:int=55, name:str='SEGTHOR', gt_name:str=None, # as for `export_nnunet`
                       retains:int=12, retains_test:int=4, seed:int=0, fold:int=0, # the split, as `split_patients`; retains_test 0: none held out
                       overwrite:bool=False, verify:bool=True, workers:int=2,
+                      progress:bool=True,            # a progress bar over the cases
                      )->Path:                        # the dataset folder
     "`export_nnunet` with the split from slicing's flags, then nnU-Net's check"
     from segthor_nb.slicing import split_patients
@@ -171,7 +177,7 @@ def export_and_verify(src:Path|str,                  # SEGTHOR tree (fixed by se
     if raw is None: raise NnunetError("no nnU-Net raw root: pass --raw_root or set $nnUNet_raw")
     ids = [d.name for d in patient_dirs(src)]
     split = split_patients(ids, retains, seed, fold, retains_test > 0, retains_test if retains_test > 0 else 4)
-    out = export_nnunet(src, raw, dataset_id, name, gt_name, split, pre, overwrite, workers)
+    out = export_nnunet(src, raw, dataset_id, name, gt_name, split, pre, overwrite, workers, progress)
     if verify: verify_dataset(out, min(workers, 4))
     return out
 
@@ -247,18 +253,34 @@ def nnunet_env(work:Path|str,    # holds nnUNet_raw/, nnUNet_preprocessed/, nnUN
                              nnUNet_results=str(w/'nnUNet_results'), nnUNet_extTrainer=str(write_trainer_dir(w/'trainers')),
                              nnUNet_n_proc_DA=str(processes), nnUNet_def_n_proc=str(processes))
 
+# %% ../nbs/05a_nnunet.ipynb #1c928707
+def _stream(cmd:list, env:dict, log, echo:bool)->tuple:
+    "Run `cmd`, copying each output line to `log` (and stdout if `echo`): (exit code, output tail)"
+    tail = deque(maxlen=100)
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as p:
+        try:
+            for line in p.stdout:
+                if echo: print(line, end='', flush=True)
+                log.write(line); log.flush(); tail.append(line)
+        except BaseException: p.kill(); raise   # Ctrl-C or a full disk: the run does not go on unseen
+    return p.returncode, ''.join(tail)
+
 # %% ../nbs/05a_nnunet.ipynb #2c94a419
 def run_nnunet(argv:list,          # a command line from `nnunet_commands`
                env:dict,           # from `nnunet_env`
-               log:Path|str=None,  # where to keep the full output
+               log:Path|str=None,  # appended to: a header line, then the output (stdout and stderr) as it comes
+               echo:bool=True,     # also print each line as it comes
               )->float:            # seconds it took
-    "Run one nnU-Net command; an NnunetError with the output's tail if it fails"
-    exe = Path(sys.executable).parent/argv[0]
-    start = time.time()
-    p = subprocess.run([str(exe) if exe.exists() else argv[0], *map(str, argv[1:])], env=env, capture_output=True, text=True)
-    if log is not None:
-        with atomic_path(log) as tmp: tmp.write_text(p.stdout + p.stderr)
-    if p.returncode: raise NnunetError(f"{' '.join(map(str, argv))} failed (exit {p.returncode}):\n{(p.stdout + p.stderr)[-3000:]}")
+    "Run one nnU-Net command, streaming its output; an NnunetError with the tail if it fails"
+    exe, start = Path(sys.executable).parent/argv[0], time.time()
+    cmd = [str(exe) if exe.exists() else argv[0], *map(str, argv[1:])]
+    if log is not None: Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log if log is not None else os.devnull, 'a') as f:
+        head = shlex.join(cmd).replace('\n', '\\n')   # one line, even for a `python -c` script
+        f.write(f"# {datetime.now().isoformat(timespec='seconds')}: {head}\n"); f.flush()
+        rc, tail = _stream(cmd, env | {'PYTHONUNBUFFERED': '1'}, f, echo)
+        f.write(f"# exit {rc} after {time.time() - start:.0f} s\n")
+    if rc: raise NnunetError(f"{' '.join(map(str, argv))} failed (exit {rc}):\n{tail[-3000:]}")
     return time.time() - start
 
 # %% ../nbs/05a_nnunet.ipynb #b526c64f
@@ -282,11 +304,12 @@ def score_nnunet(pred_dir:Path|str,   # nnU-Net's output folder
                  nsd_tol:float=2.0,   # NSD tolerance, mm
                  lcc:bool=False,      # keep the largest connected component per organ first
                  surface:str='voxel', # one of `metrics.SURFACES`
+                 progress:bool=True,  # a progress bar, one step per patient
                 )->pd.DataFrame:      # long-format 3D results
     "Our 3D metrics of nnU-Net's predictions; a missing prediction is a miss"
     if not Path(pred_dir).is_dir(): raise NnunetError(f"{pred_dir}: no such prediction folder")
     folder, name = nnunet_gt_folder(gt_root, gt_name)
-    return score_folders(pred_dir, folder, nsd_tol=nsd_tol, lcc=lcc, gt_name=name, surface=surface)
+    return score_folders(pred_dir, folder, nsd_tol=nsd_tol, lcc=lcc, gt_name=name, surface=surface, progress=progress)
 
 # %% ../nbs/05a_nnunet.ipynb #21af33f1
 def _torch_nearest(n_in:int, n_out:int)->np.ndarray:
@@ -316,12 +339,13 @@ def score_nnunet_study(pred_dir:Path|str,   # nnU-Net's output folder
                        split:str='test',    # its split whose GT slices are the reference
                        num_classes:int=5,   # K
                        debug:bool=False,    # only the first slices of the split
+                       progress:bool=True,  # a progress bar, one step per patient
                       )->pd.DataFrame:      # long-format 3D results, the study's metrics (voxels), background included
     "`test3dnnunet.py`: nnU-Net's predictions on the slice grid, the study's metrics"
     from segthor_nb.slicing import SliceDataset
     gt, preds, rows = SliceDataset(data_root, split, num_classes, debug=debug), nnunet_predictions(pred_dir), []
     for pid in sorted(set(preds) - set(gt.patient_ids)): print(f"{pid}: prediction {preds[pid]} has no GT slices in {data_root}/{split}; ignored", file=sys.stderr)
-    for pid in np.unique(gt.patient_ids).tolist():
+    for pid in tqdm(np.unique(gt.patient_ids).tolist(), 'scoring', unit='patient', disable=not progress):
         idx = np.flatnonzero(gt.patient_ids == pid); idx = idx[np.argsort(gt.slice_index[idx])]
         g = gt.arrays[idx, 1]//gt.step
         if pid not in preds: print(f"{pid}: no prediction in {pred_dir}; scored as all background", file=sys.stderr)

@@ -19,6 +19,7 @@ def tree(tmp_path_factory):
     rc, out, err = run('segthor-phantom', '--dest', root, '--n-patients', 3, '--shape', 128, 128, '--n-slices', 48,
                        '--seed', 5, '--tamper', '--n-test', 1, '--num-workers', 2)
     assert rc == 0, err
+    (root.parent/'phantom.err').write_text(err)                                          # its progress bar, for the test below
     return root
 
 def copy(tree, tmp_path, name='copy'):
@@ -36,6 +37,30 @@ def test_phantom_layout_and_matrix(tree):
     sc = (128/512, 128/512, 48/160)          # the course's T4 scaled to the grid, z in whole slices: round(15·48/160) = 4
     np.testing.assert_allclose(meta['matrix'], course_affine(sc, shift=(50, 40, round(15*sc[2])/sc[2])))
     np.testing.assert_allclose(course_params(meta['matrix'], sc)[1], (12.5, 10, 4))
+
+def test_long_loops_show_a_progress_bar(tree, tmp_path):
+    "phantom generation, validation and the fix each report progress on stderr, one step per patient; stdout stays clean"
+    assert 'phantom: 100%' in (tree.parent/'phantom.err').read_text() and '4/4' in (tree.parent/'phantom.err').read_text()
+    rc, out, err = run('segthor-validate', tree)
+    assert rc == 0 and len(out) == 1 and 'validate: 100%' in err and '4/4' in err
+    rc, out, err = run('segthor-fix', copy(tree, tmp_path), '--method', 'pair')
+    assert rc == 0 and 'register: 100%' in err and 'fix: 100%' in err and '3/3' in err
+    assert not any('%|' in l for l in out)
+
+def test_fix_writes_a_before_after_heart_figure(tree, tmp_path):
+    "segthor-fix's report folder holds fix_heart.png: tampered | fixed labels over the CT, where the fixed heart is largest"
+    import matplotlib.image as mpimg
+    src = copy(tree, tmp_path)
+    assert run('segthor-fix', src)[0] == 0
+    png = src/'fix_heart.png'
+    assert json.loads((src/'fix_report.json').read_text())['figure'] == str(png)
+    img = mpimg.imread(png)[..., :3]
+    left, right = img[:, :img.shape[1]//2], img[:, img.shape[1]//2:]
+    green = lambda a: (a[..., 1] - a[..., 0] > .3) & (a[..., 1] - a[..., 2] > .3)     # the heart's label colour (ORGAN_RGBA)
+    on_air = lambda a: (green(a) & (a[..., 1] < .6)).sum()                              # ... over dark CT: lung or outside
+    assert green(left).sum() > 0 and green(right).sum() > 0
+    assert on_air(left) > 10*on_air(right)                   # before: the heart label lies on lung; after: on the CT's heart
+    assert run('segthor-validate', src)[0] == 0                                          # the PNG is no stray file of the tree
 
 def test_validate_clean_tree(tree):
     rc, out, _ = run('segthor-validate', tree)

@@ -8,7 +8,7 @@ from segthor_nb.core import CLASSES, SegthorError, TrainConfig
 from segthor_nb.metrics import synthetic_pair, metrics3d, metrics2d, long_format
 from segthor_nb.models import ENet, save_weights, load_run, run_config
 from segthor_nb.interpret import (InterpretError, collect_runs, runs_table, ablation_grid, write_runs_figures,
-                                  attribute_organ, randomized_copy, gradcam_layer)
+                                  attribute_organ, randomized_copy, gradcam_layer, write_explanations)
 
 SPACING = (1.5, 1.5, 3.)
 RUNS = {  # run: (config.json, jitter of the prediction in voxels)
@@ -110,3 +110,20 @@ def test_load_run_and_attribution_errors(tmp_path):
     r = randomized_copy(model, seed=3)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), net.state_dict().values()))   # original untouched
     assert not any(torch.equal(p, q) for p, q in zip(r.parameters(), model.parameters()) if p.numel() > 1)
+
+
+def test_write_explanations_keeps_the_shown_figures_and_tables_beside_the_run(tmp_path):
+    "The failure slices and attributions 06 shows, on disk in <run>/interpret: PNGs, CSVs and an index.csv describing them"
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(); ax.imshow([[0, 1], [1, 0]]); plt.close(fig)        # closed, as after plt.show() in a notebook
+    worst = pd.DataFrame(dict(name=['Patient_01_0003', 'Patient_02_0001'], fg_loss=[2.5, 1.5]))
+    dest = tmp_path/'run'/'interpret'
+    index = write_explanations(dest, {'failures': (fig, 'worst slices')}, {'failures': (worst, 'their losses')})
+    assert sorted(f.name for f in dest.iterdir()) == ['failures.csv', 'failures.png', 'index.csv']
+    assert (dest/'failures.png').read_bytes()[:4] == b'\x89PNG' and (dest/'failures.png').stat().st_size > 1000
+    pd.testing.assert_frame_equal(pd.read_csv(dest/'failures.csv'), worst)
+    assert pd.read_csv(dest/'index.csv').values.tolist() == [['failures.png', 'figure', 'worst slices'], ['failures.csv', 'table', 'their losses']]
+    assert index['file'].tolist() == ['failures.png', 'failures.csv']
+    before = (dest/'index.csv').read_bytes()
+    with pytest.raises(FileExistsError, match='pass --overwrite'): write_explanations(dest, {}, {'failures': (worst, 'again')})
+    assert (dest/'index.csv').read_bytes() == before

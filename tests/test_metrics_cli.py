@@ -57,6 +57,27 @@ def test_scores_every_gt_patient_and_refuses_overwrite(data):
     assert run('--pred_dir', preds, '--gt_dir', root, '--out', out, '--overwrite').returncode == 0
 
 
+def test_writes_summary_md_and_figures_beside_the_csv(data):
+    "The report a reader looks at: <out>_summary.md with the per-organ means, the two per-organ figures; a progress bar"
+    tmp, root, preds = data
+    out = tmp / 'rep' / 'scores.csv'
+    r = run('--pred_dir', preds, '--gt_dir', root, '--out', out)
+    assert r.returncode == 0, r.stderr
+    assert 'scoring: 100%' in r.stderr and '3/3' in r.stderr           # one step per GT patient, on stderr
+    assert sorted(f.name for f in out.parent.iterdir()) == ['scores.csv', 'scores_organ_dice.png', 'scores_summary.md', 'scores_violins_hd95.png']
+    assert all((out.parent / n).read_bytes()[:4] == b'\x89PNG' for n in ('scores_organ_dice.png', 'scores_violins_hd95.png'))
+    md = (out.parent / 'scores_summary.md').read_text().splitlines()
+    df = pd.read_csv(out)
+    for organ, k in [('esophagus', 1), ('heart', 2), ('trachea', 3), ('aorta', 4)]:
+        row = next(l for l in md if l.startswith(f'| {organ} |')).split(' | ')
+        dice = df[(df.metric == 'dice') & (df['class'] == k)]['value']
+        assert row[1] == f'{dice.mean():.3f} ± {dice.std():.3f}'       # mean ± sd over the 3 patients (the missed one: 0)
+        assert row[-1].strip(' |') == '1'                              # Patient_03: a miss
+    (out.parent / 'scores.csv').unlink()                               # an earlier report is not replaced silently either
+    r = run('--pred_dir', preds, '--gt_dir', root, '--out', out)
+    assert r.returncode != 0 and 'scores_summary.md exists; pass --overwrite' in r.stderr and not out.exists()
+
+
 def test_lcc_and_spacing_options(data):
     tmp, root, preds = data
     r = run('--pred_dir', preds, '--gt_dir', root, '--out', tmp / 'lcc.csv', '--lcc', '--spacing-from', '1,1,1', '--nsd-tol', '1')

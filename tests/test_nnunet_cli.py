@@ -1,12 +1,12 @@
 """`segthor-nnunet-export` and `segthor-test3dnnunet` end to end, as subprocesses, on tiny phantoms in SEGTHOR layout."""
-import json, os, re, subprocess, sys
+import json, os, re, subprocess, sys, threading, time
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from segthor_nb.data_fix import write_phantom, make_phantom, load_volume, save_volume
 from segthor_nb.slicing import split_patients, slice_patient, SliceDataset
 import torch
 from segthor_nb.metrics import metrics3d
-from segthor_nb.nnunet import NnunetError, export_nnunet, nnunet_gt_folder
+from segthor_nb.nnunet import NnunetError, export_nnunet, nnunet_gt_folder, run_nnunet
 
 SHAPE, SLICES, SEED = (48, 48), 16, 7
 BIN = Path(sys.executable).parent
@@ -105,6 +105,12 @@ def test_test3dnnunet_scores_the_held_out_patients(scored):
     assert f'{missing}: no prediction' in r.stderr and 'misses' in r.stdout
     summary = pd.read_csv(tmp/'res_summary.csv')
     assert (summary.groupby('organ')['misses'].max() == 1).all()
+    # the report beside it, as segthor-test3d writes one: summary.md with the per-organ means, the per-organ figures
+    assert all((tmp/f'res_{n}').read_bytes()[:4] == b'\x89PNG' for n in ('organ_dice.png', 'violins_hd95.png'))
+    md = (tmp/'res_summary.md').read_text()
+    for organ, k in [('esophagus', 1), ('heart', 2), ('trachea', 3), ('aorta', 4)]:
+        assert f"| {organ} | {dice.xs(k, level='class').mean():.3f} ± " in md
+    assert 'scoring: 100%' in r.stderr and '3/3' in r.stderr       # a progress bar, one step per held-out patient
     # the values are metrics3d's on the same arrays, with the GT's spacing
     gt, geom = load_volume(ds/f'labelsTs/{shifted}.nii.gz', 'gt')
     ref = metrics3d(load_volume(preds/f'{shifted}.nii.gz', 'gt')[0], gt, geom.spacing)
@@ -155,5 +161,28 @@ def test_test3dnnunet_study_grid_is_the_studys_test3dnnunet(scored, tree):
         np.testing.assert_allclose(got, dice, rtol=1e-6)
         assert (got[1:] < 1).any()   # even the exact prediction: torch's nearest takes the left pixel, the slicing the centre
     assert np.load(tmp/'study/metrics3d/Hausdorff.npy').shape == (3, 5, 1)
+    md = (tmp/'study_summary.md').read_text()                       # the report: the study's metrics, background included
+    assert '| organ | dice | sensitivity | specificity | hd |' in md and '| background |' in md and (tmp/'study_violins_hd.png').exists()
     r = run('segthor-test3dnnunet', '--folder', preds, '--out', tmp/'n.csv')
     assert r.returncode == 1 and r.stderr.strip().endswith('--gt_dir is required with --grid native: the exported dataset, a SEGTHOR tree or a GT folder')
+
+
+def test_run_nnunet_streams_each_line_to_stdout_and_the_log(tmp_path, capsys):
+    "Each line reaches the terminal and the log while the command still runs; a failed rerun appends, never erases"
+    log, seen = tmp_path/'logs'/'train.log', tmp_path/'seen'
+    child = ("import os, sys, time\nprint('epoch 0')\nt = time.time()\n"          # no flush: the runner must unbuffer it
+             "while not os.path.exists(sys.argv[1]) and time.time() - t < 30: time.sleep(.02)\n"
+             "print('epoch 1' if os.path.exists(sys.argv[1]) else 'not streamed')")
+    run = threading.Thread(target=run_nnunet, args=(['python', '-c', child, seen], dict(os.environ), log))
+    run.start(); t = time.time()
+    while 'epoch 0' not in (log.read_text() if log.exists() else '') and time.time() - t < 30: time.sleep(.02)
+    seen.touch(); run.join()
+    assert capsys.readouterr().out == 'epoch 0\nepoch 1\n'                # on stdout, as they came
+    with pytest.raises(NnunetError, match=r"failed \(exit 3\):\nno such dataset"):
+        run_nnunet(['python', '-c', 'import sys; print("no such dataset"); sys.exit(3)'], dict(os.environ), log, echo=False)
+    assert capsys.readouterr().out == ''
+    lines = log.read_text().splitlines()
+    assert [l for l in lines if not l.startswith('#')] == ['epoch 0', 'epoch 1', 'no such dataset']
+    heads = [l for l in lines if l.startswith('# 2')]
+    assert len(heads) == 2 and 'import os, sys, time\\nprint(' in heads[0] and 'sys.exit(3)' in heads[1]   # the command, one line
+    assert lines[3].startswith('# exit 0 after') and lines[-1].startswith('# exit 3 after')
