@@ -105,6 +105,7 @@ def segthor_fix(src:str,            # tampered SEGTHOR tree
           f"{len(r['patients'])} patients fixed ({r['layout']}) in {r['seconds']:.1f} s; report {Path(dest or src)/'fix_report.json'}")
     for pid, p in r['patients'].items():
         if 'dice_vs_clean' in p: print(f"{pid}: heart Dice vs GT2 {p['dice_vs_clean_before']:.3f} → {p['dice_vs_clean']:.4f}")
+    if r.get('figure'): print(f"before/after heart figure: {r['figure']}")
 
 # %% ../nbs/08_cli.ipynb #4897d13a
 @flag_aliases(num_workers=('-p',))

@@ -51,8 +51,9 @@ def test_fix_writes_a_before_after_heart_figure(tree, tmp_path):
     "segthor-fix's report folder holds fix_heart.png: tampered | fixed labels over the CT, where the fixed heart is largest"
     import matplotlib.image as mpimg
     src = copy(tree, tmp_path)
-    assert run('segthor-fix', src)[0] == 0
+    rc, out, _ = run('segthor-fix', src)
     png = src/'fix_heart.png'
+    assert rc == 0 and f"before/after heart figure: {png}" in out
     assert json.loads((src/'fix_report.json').read_text())['figure'] == str(png)
     img = mpimg.imread(png)[..., :3]
     left, right = img[:, :img.shape[1]//2], img[:, img.shape[1]//2:]
