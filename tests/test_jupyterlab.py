@@ -101,6 +101,8 @@ def test_slice_viewer_in_jupyterlab(lab, tmp_path):
         wait(lambda: label.text.startswith('z = 6 | Dice'), 'the title of slice 6')
         title0, src0, px0 = label.text, img.get_attribute('src'), png_of(d, img)
         assert px0.shape[0] > 100 and px0.std() > 10                     # a picture, not a blank
+        shown = d.execute_script('return arguments[0].getBoundingClientRect().width', img)
+        assert abs(shown - px0.shape[1]/2) <= 2, (shown, px0.shape)      # shown at its size (2 pixels per CSS pixel), not stretched
         d.save_screenshot(str(shots/'lab-1-run-all.png'))
 
         css('.jp-OutputArea .widget-slider .noUi-handle').send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)   # z 6 -> 8
