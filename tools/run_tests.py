@@ -23,7 +23,7 @@ def run_nb(nb:Path, flags:str):
 
 # seconds per notebook on 2 cores (a CI run), for the slowest-first order; a notebook not listed goes first
 NB_SECONDS = {'04_train': 64, '00_data_fix': 61, '06_interpretability': 58, '01_slicing': 57, '05b_evaluate': 57,
-              '07a_tune': 40, '02a_sam': 35, '05a_nnunet': 30, '02_models': 25, '05_metrics3d': 25, '07_pipeline': 25,
+              '07a_tune': 40, '04a_train3d': 30, '05d_predict': 20, '05c_compare': 15, '02a_sam': 35, '05a_nnunet': 30, '02_models': 25, '05_metrics3d': 25, '07_pipeline': 25,
               '02b_study_import': 20, '03_losses': 15, '08_cli': 15, '00_core': 10, 'index': 5}
 
 def slowest_first(nbs:list)->list: return sorted(nbs, key=lambda p: -NB_SECONDS.get(p.stem, 1e9))
