@@ -137,13 +137,23 @@ def surface_voxels(lab:np.ndarray,  # label map
     coords = np.stack(np.unravel_index(idx, lab.shape), 1)
     return {c: coords[labels == c] for c in classes}
 
+# %% ../nbs/05_metrics3d.ipynb #0f67da84
+def _edt_distances(src, dst, shape, spacing):
+    "`nearest_distances` by one distance transform of the box holding both point sets"
+    free = np.ones(shape, bool); free[tuple(dst.T)] = False
+    return ndi.distance_transform_edt(free, sampling=spacing)[tuple(src.T)]
+
 # %% ../nbs/05_metrics3d.ipynb #65310614
-def nearest_distances(src:np.ndarray,  # (n, d) voxel coordinates of the query points
-                      dst:np.ndarray,  # (m, d) voxel coordinates of the target points
-                      spacing:tuple,   # mm per array axis
-                     )->np.ndarray:    # (n,) mm; inf for every point if `dst` is empty
+def nearest_distances(src:np.ndarray,    # (n, d) voxel coordinates of the query points
+                      dst:np.ndarray,    # (m, d) voxel coordinates of the target points
+                      spacing:tuple,     # mm per array axis
+                      method:str='auto', # 'kdtree', 'edt' (integer coordinates), or 'auto': the cheaper one
+                     )->np.ndarray:      # (n,) mm; inf for every point if `dst` is empty
     "Euclidean distance in mm from each point of `src` to the nearest point of `dst`"
     if len(src) == 0 or len(dst) == 0: return np.full(len(src), np.inf)
+    lo = np.minimum(src.min(0), dst.min(0)); box = np.maximum(src.max(0), dst.max(0)) - lo + 1
+    if method == 'auto': method = 'edt' if src.dtype.kind in 'iu' and np.prod(box, dtype=float) < 30 * len(src) else 'kdtree'
+    if method == 'edt': return _edt_distances(src - lo, dst - lo, tuple(box), spacing)
     s = np.asarray(spacing, np.float64)
     return cKDTree(dst * s).query(src * s, workers=-1)[0]
 
