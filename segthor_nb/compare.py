@@ -11,16 +11,19 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from scipy import stats
-from .core import CLASSES, ORGAN_RGBA, PACKAGE_DIR, SegthorError, atomic_path, refuse_existing
+from .core import CLASSES, ORGAN_RGBA, PACKAGE_DIR, SegthorError, atomic_path, refuse_existing, label_name, patient_dirs
 from .metrics import STUDY_METRICS
 from .slicing import read_png, png_labels
+from tqdm.auto import tqdm
+from .data_fix import load_volume
 
 # %% auto #0
-__all__ = ['STUDY_REPO', 'STUDY_COMMIT', 'STUDY_RESULTS', 'TENSOR_TEXT', 'STUDY_TO_OURS', 'REPLICATE', 'CompareError',
+__all__ = ['STUDY_REPO', 'STUDY_COMMIT', 'STUDY_RESULTS', 'TENSOR_TEXT', 'STUDY_TO_OURS', 'REPLICATE', 'HU_BINS', 'CompareError',
            'study_run', 'read_study_csv', 'collect_study', 'convert_study_results', 'study_results', 'paper_table',
            'per_patient', 'with_fg_mean', 'bootstrap_means', 'bootstrap_ci', 'summarize', 'paired_test',
            'configuration', 'aggregate_runs', 'study_name', 'side_by_side', 'side_by_side_table', 'plot_patient_dice',
-           'plot_val_dice', 'overlay_rgb', 'common_slices', 'compare_figure', 'slice_png', 'PngViewer']
+           'plot_val_dice', 'overlay_rgb', 'common_slices', 'compare_figure', 'slice_png', 'PngViewer', 'patient_stats',
+           'dataset_stats', 'plot_dataset_stats']
 
 # %% ../nbs/05c_compare.ipynb #9b1925b9
 STUDY_REPO, STUDY_COMMIT = 'WouterBant/AI4MI', '1439f8fdcd672481a0ba0d5f40c83d02d1e272c2'
@@ -316,3 +319,50 @@ class PngViewer:
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
+
+# %% ../nbs/05c_compare.ipynb #da86d396
+HU_BINS = np.arange(-1000, 1010, 10)   # intensity histogram edges, HU
+
+def patient_stats(ct:np.ndarray, gt:np.ndarray, # CT in HU and its labels, [x, y, z]
+                  spacing:tuple,                # mm per axis
+                 )->tuple:                      # (facts: dict, histograms: organ -> counts over HU_BINS)
+    "One patient's geometry, organ volumes (ml), z extents (mm) and HU histograms"
+    vox, (nx, ny, nz) = float(np.prod(spacing)), gt.shape
+    row = dict(nx=nx, ny=ny, nz=nz, sx=spacing[0], sy=spacing[1], sz=spacing[2], z_mm=nz*spacing[2])
+    hists = {}
+    for k, organ in enumerate(CLASSES[1:], 1):
+        m = gt == k; zs = np.flatnonzero(m.any((0, 1)))
+        row[f'{organ}_ml'] = m.sum() * vox / 1000
+        row[f'{organ}_z_mm'] = (zs[-1] - zs[0] + 1) * spacing[2] if len(zs) else 0.
+        hists[organ] = np.histogram(ct[m], HU_BINS)[0]
+    return row, hists
+
+# %% ../nbs/05c_compare.ipynb #b0d1b33f
+def dataset_stats(root:Path|str,      # SEGTHOR-layout tree (train/Patient_XX/)
+                  gt_name:str=None,   # label file; None: `core.label_name` (GT_fixed.nii.gz when present)
+                  progress:bool=True, # a progress bar, one step per patient
+                 )->tuple:            # (per-patient facts, HU histograms: index HU bin start, one column per organ)
+    "Scan geometry, organ volumes, z extents and intensities of a dataset"
+    rows, total = [], {o: np.zeros(len(HU_BINS) - 1, np.int64) for o in CLASSES[1:]}
+    name = label_name(root, gt_name)
+    for d in tqdm(patient_dirs(root), 'statistics', unit='patient', disable=not progress):
+        (ct, geom), (gt, _) = load_volume(d/f'{d.name}.nii.gz', 'ct'), load_volume(d/name, 'gt')
+        row, h = patient_stats(ct, gt, geom.spacing)
+        rows.append(dict(patient=d.name, **row))
+        for o in total: total[o] += h[o]
+    return pd.DataFrame(rows).set_index('patient'), pd.DataFrame(total, index=pd.Index(HU_BINS[:-1], name='hu'))
+
+# %% ../nbs/05c_compare.ipynb #4be2137c
+def plot_dataset_stats(facts:pd.DataFrame, hu:pd.DataFrame, # `dataset_stats` output
+                       title:str='')->plt.Figure:
+    "Spacing, z coverage, organ volumes and HU distributions of a dataset, in one figure"
+    fig, ax = plt.subplots(1, 4, figsize=(16, 3.4), constrained_layout=True)
+    ax[0].scatter(facts['sx'], facts['sz'], s=14); ax[0].set(xlabel='in-plane spacing (mm)', ylabel='slice spacing (mm)')
+    ax[1].hist(facts['z_mm'], bins=10); ax[1].set(xlabel='z coverage (mm)', ylabel='patients')
+    organs = CLASSES[1:]
+    ax[2].boxplot([facts[f'{o}_ml'] for o in organs], tick_labels=organs); ax[2].set(ylabel='volume (ml)'); ax[2].set_yscale('log')
+    for k, o in enumerate(organs, 1):
+        ax[3].plot(hu.index, hu[o] / max(hu[o].sum(), 1), color=ORGAN_RGBA[k][:3], label=o)
+    ax[3].set(xlabel='HU', ylabel='fraction of voxels', xlim=(-1000, 600)); ax[3].legend(fontsize=8, frameon=False)
+    if title: fig.suptitle(title)
+    return fig
