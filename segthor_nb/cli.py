@@ -72,13 +72,14 @@ def segthor_phantom(dest:str='data/phantom', # root of the SEGTHOR-layout tree t
                     tamper:bool=False,       # displace the hearts like the course copy (GT2.nii.gz for Patient_27)
                     n_test:int=0,            # unlabelled test volumes (Patient_41…)
                     num_workers:int=2,       # processes
+                    realism:Annotated[str, {'choices': ['easy', 'hard']}]='easy', # 'hard': CT-like contrast, correlated noise, partial volume, variety
                    ):
     "Write a synthetic SEGTHOR-like tree of thorax CTs with labels"
     from segthor_nb.data_fix import write_phantom
     W, H = in_plane(shape)
-    root = write_phantom(dest, n_patients, (W, H), n_slices, seed, tamper, n_test, num_workers)
+    root = write_phantom(dest, n_patients, (W, H), n_slices, seed, tamper, n_test, num_workers, realism=realism)
     print(f"wrote {n_patients} labelled{f' and {n_test} unlabelled' if n_test else ''} phantom patients "
-          f"({W}×{H}×{n_slices}{', tampered hearts' if tamper else ''}) to {root}")
+          f"({W}×{H}×{n_slices}{', tampered hearts' if tamper else ''}, {realism}) to {root}")
 
 # %% ../nbs/08_cli.ipynb #276eeb79
 @command

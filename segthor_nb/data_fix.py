@@ -16,11 +16,12 @@ from tqdm import tqdm
 from .core import CLASSES, PATIENT_ID, SegthorError, atomic_path, dice_per_class, organ_cmap, patient_dirs, write_json
 
 # %% auto #0
-__all__ = ['SEGTHOR_FACTS', 'SPACING_SLACK_MM', 'AFFINE_TOL_VOX', 'VolumeError', 'Geometry', 'as_ct_array', 'as_label_array',
-           'load_volume', 'save_volume', 'show_labels', 'save_png', 'phantom_anatomy', 'make_phantom', 'course_affine',
-           'move_heart', 'write_phantom', 'validate_patient', 'scan_tree', 'validate_tree', 'tree_summary',
-           'course_params', 'refine_rigid', 'inplane_axes', 'register_pair', 'heart_likeness', 'heart_template',
-           'search_rigid_fft', 'register_blind', 'LayoutError', 'tamper_matrix', 'fix_figure', 'fix_tree']
+__all__ = ['REALISM', 'SEGTHOR_FACTS', 'SPACING_SLACK_MM', 'AFFINE_TOL_VOX', 'VolumeError', 'Geometry', 'as_ct_array',
+           'as_label_array', 'load_volume', 'save_volume', 'show_labels', 'save_png', 'phantom_anatomy', 'PhantomError',
+           'make_phantom', 'hard_anatomy', 'ct_noise', 'organ_cnr', 'course_affine', 'move_heart', 'write_phantom',
+           'validate_patient', 'scan_tree', 'validate_tree', 'tree_summary', 'course_params', 'refine_rigid',
+           'inplane_axes', 'register_pair', 'heart_likeness', 'heart_template', 'search_rigid_fft', 'register_blind',
+           'LayoutError', 'tamper_matrix', 'fix_figure', 'fix_tree']
 
 # %% ../nbs/00_data_fix.ipynb #11e482ac
 class VolumeError(SegthorError):
@@ -307,13 +308,14 @@ def _heart(g, a, rng):
 
 # %% ../nbs/00_data_fix.ipynb #9e1c3427
 def _paint_heart(ct, gt, g, a, rng):
-    "Pericardial fat, heart muscle, blood in the chambers (not the septum); label 2"
+    "Pericardial fat, heart muscle, blood in the chambers (not the septum); label 2; returns `_heart`'s"
     sl, rho, u = _heart(g, a, rng)
     _paint(ct, sl, rho <= 1.12, a['fat'])
     heart = rho <= 1
     _paint(ct, sl, heart, a['myo'])
     _paint(ct, sl, (rho <= .8) & (np.abs(u) > 4), a['blood'])
     gt[sl][heart] = 2
+    return sl, rho, u
 
 # %% ../nbs/00_data_fix.ipynb #bc0467d9
 def _tube_path(*pts, n=12):
@@ -349,7 +351,7 @@ def _vessels(g, a):
 def _paint_vessels(ct, gt, g, a, v):
     "Vena cava and pulmonary trunk (unlabelled blood), and the aorta (label 4)"
     for name, rad in (('svc', 9), ('pulm', 12)):
-        sl, m = _tube(g, v[name], rad); _paint(ct, sl, m, a['blood'])
+        sl, m = _tube(g, v[name], rad); _paint(ct, sl, m, a.get(f'{name}_blood', a['blood']))
     n = len(v['aorta'])
     sl, m = _tube(g, v['aorta'], np.interp(np.arange(n), [0, n*.45, n], [a['asc_r'], a['aorta_r']*1.05, a['aorta_r']]))
     _paint(ct, sl, m, a['blood']); gt[sl][m] = 4
@@ -379,13 +381,22 @@ def _phantom_affine(g)->np.ndarray:
     (W, H, _), (dx, dy, dz) = g.shape, g.spacing
     return np.array([[-dx, 0, 0, (W-1)/2*dx], [0, -dy, 0, (H-1)/2*dy], [0, 0, dz, -g.L/2], [0, 0, 0, 1]])
 
+# %% ../nbs/00_data_fix.ipynb #0b4c1dac
+REALISM = ('easy', 'hard')   # the phantom's realism levels (make_phantom, write_phantom, segthor-phantom)
+
+class PhantomError(SegthorError):
+    "A phantom that cannot be made as asked"
+
 # %% ../nbs/00_data_fix.ipynb #3846df82
 def make_phantom(shape:tuple=(512, 512), # in-plane size (SEGTHOR: 512 × 512)
                  n_slices:int=160,       # number of axial slices
                  seed:int=0,             # everything random comes from this seed
+                 realism:str='easy',     # 'easy', or 'hard': CT-like contrast, noise, partial volume, variety (below)
                 )->tuple:                # (CT int16 in HU, labels uint8, Geometry)
     "A SEGTHOR-like thorax CT with esophagus, heart, trachea and aorta labels"
+    if realism not in REALISM: raise PhantomError(f"realism {realism!r}: not one of {', '.join(REALISM)}")
     rng = np.random.default_rng(seed)
+    if realism == 'hard': return _make_hard(shape, n_slices, rng)
     fov, L = rng.uniform(460, 700), rng.uniform(330, 440)
     g = _Grid((*shape, n_slices), (fov/shape[0], fov/shape[1], L/n_slices))
     a = phantom_anatomy(rng, g.L)
@@ -396,6 +407,120 @@ def make_phantom(shape:tuple=(512, 512), # in-plane size (SEGTHOR: 512 × 512)
     v = _vessels(g, a)
     _paint_vessels(ct, gt, g, a, v); _paint_airways(ct, gt, g, a, v); _paint_esophagus(ct, gt, g, a, v, rng)
     return _scan(ct, a, rng), gt, Geometry.from_affine(_phantom_affine(g), g.shape)
+
+# %% ../nbs/00_data_fix.ipynb #8a86cd5a
+def hard_anatomy(rng:np.random.Generator, # the patient's random draws
+                 L:float,                 # thorax length (mm)
+                )->dict:                  # `phantom_anatomy`'s keys, widened, plus phase, chambers, esophagus HU
+    "One patient of the hard phantom: more variety, HU-calibrated tissues, a contrast phase"
+    a, u = phantom_anatomy(rng, L), lambda lo, hi: float(rng.uniform(lo, hi))
+    a['heart_r'] = tuple(r*u(.8, 1.2) for r in a['heart_r']); a['heart_rot'] = math.radians(u(10, 50))
+    phase = 0. if rng.random() < .3 else u(.2, 1.)
+    E, blood = phase*u(230, 280), u(35, 50)
+    a.update(phase=phase, t_arch=u(.72, .92), blood=blood + E, la=blood + .9*E, ra=blood + E*u(.4, 1.2), rv=blood + E*u(.3, .9),
+             svc_blood=blood + E*u(.8, 1.5), myo=u(40, 55) + .3*E, liver=u(50, 65) + .15*E, valve=a['heart_r'][2]*u(.1, .4),
+             fat=u(-115, -85), muscle=u(35, 55), lung=u(-880, -820), noise=u(10, 25), offset=u(-5, 5), nps_cut=u(.35, .6))
+    a.update(pulm_blood=a['rv'], eso=a['muscle'] + u(-5, 5))
+    a['sheath'] = a['eso'] + rng.choice([-1, 1])*u(5, 15)   # the tissue around the esophagus: 5–15 HU away
+    return a
+
+# %% ../nbs/00_data_fix.ipynb #f7e16f00
+def _hard_grid(shape, n_slices, rng, k=3):
+    "(painting grid of `k` sub-slices per slice, output grid): a scan window over a thorax"
+    fov, T, s = rng.uniform(400, 650), rng.uniform(300, 420), rng.uniform(.85, 1.15)
+    z0, z1 = T*rng.uniform(-.04, .08), T*rng.uniform(.84, 1.02)
+    dz = (z1 - z0)/n_slices
+    out = _Grid((*shape, n_slices), (fov/shape[0], fov/shape[1], dz))
+    g = _Grid((*shape, n_slices*k), (out.spacing[0]/s, out.spacing[1]/s, dz/k))
+    g.x, g.y = g.x + rng.uniform(-25, 25), g.y + rng.uniform(-20, 20)
+    g.z, g.L = g.z + z0 + dz/k/2, T
+    return g, out
+
+# %% ../nbs/00_data_fix.ipynb #47023b04
+def _paint_mediastinum(ct, g, a, v, rng):
+    "Soft tissue of irregular thickness around the esophagus's path"
+    n = len(v['eso']); m = max(2, n//6)
+    rad = a['eso_r'] + ndi.zoom(rng.uniform(3, 12, m), n/m, order=1)[:n]
+    sl, mask = _tube(g, v['eso'] + [*rng.uniform(-3, 3, 2), 0], rad); _paint(ct, sl, mask, a['sheath'])
+
+# %% ../nbs/00_data_fix.ipynb #9c01fc4b
+def _paint_esophagus_hard(ct, gt, g, a, v, rng):
+    "The esophagus (label 1): soft tissue like its surroundings, an air lumen along a few stretches"
+    sl, m = _tube(g, v['eso'], a['eso_r']); _paint(ct, sl, m, a['eso']); gt[sl][m] = 1
+    n = len(v['eso']); k = max(2, n//8)
+    lumen = ndi.zoom(rng.random(k), n/k, order=1)[:n] > .75
+    sl, m = _tube(g, v['eso'], np.where(lumen, rng.uniform(1.5, 3), -1)); _paint(ct, sl, m, -950)
+
+# %% ../nbs/00_data_fix.ipynb #8cbc2e0d
+def _paint_chambers(ct, g, a, sl, rho, u):
+    "Four chambers: right and left, atria above a valve plane, each with its own enhancement"
+    z = g.z[sl[2]][None, None, :] - a['heart_c'][2] - a['valve']
+    blood = (rho <= .8) & (np.abs(u) > 4)
+    for side, atrium, ventricle in ((1, 'la', 'blood'), (-1, 'ra', 'rv')):
+        _paint(ct, sl, blood & (side*u > 0) & (z > 2), a[atrium]); _paint(ct, sl, blood & (side*u > 0) & (z < -2), a[ventricle])
+    _paint(ct, sl, blood & (np.abs(z) <= 2), a['myo'])
+
+# %% ../nbs/00_data_fix.ipynb #9ec39474
+def _texture(ct, rng, amp=(-1000, 0, -900, 40, -150, 12, 200, 8, 1000, 60)):
+    "Tissue texture: a smooth random field, its amplitude (HU) set by each voxel's HU"
+    hu, a = np.array(amp[::2]), np.array(amp[1::2])
+    ct += 2*(_smooth_noise(rng, ct.shape, (3, 3, 3)) - .5)*np.interp(ct, hu, a).astype(np.float32)
+
+# %% ../nbs/00_data_fix.ipynb #5247bec8
+def ct_noise(shape:tuple,     # (W, H, S)
+             sd:float,        # standard deviation (HU)
+             cutoff:float,    # apodisation reaches zero at this fraction of Nyquist
+             rng:np.random.Generator,
+            )->np.ndarray:    # float32, independent between slices
+    "Correlated CT noise: white noise per slice shaped to NPS ∝ |f|·apodisation"
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(shape[0]), np.fft.rfftfreq(shape[1]), indexing='ij'))/.5   # in Nyquist units
+    nps = f*np.cos(np.pi/2*np.clip(f/cutoff, 0, 1))**2
+    w = np.fft.rfft2(rng.standard_normal(shape, np.float32), axes=(0, 1))*np.sqrt(nps)[..., None].astype(np.float32)
+    n = np.fft.irfft2(w, s=shape[:2], axes=(0, 1)).astype(np.float32)
+    return n*(sd/n.std())
+
+# %% ../nbs/00_data_fix.ipynb #db761bb9
+def _partial_volume(fine, k):
+    "Average `k` sub-slices into one slice: the scan's slice thickness"
+    W, H, S = fine.shape
+    return fine.reshape(W, H, S//k, k).mean(-1)
+
+# %% ../nbs/00_data_fix.ipynb #93a07ef2
+def _scan_hard(ct, a, rng, k):
+    "The scanner: partial volume along z, in-plane blur, offset, correlated noise, int16 HU"
+    ct = ndi.gaussian_filter(_partial_volume(ct, k), (.6, .6, 0), truncate=2.5)
+    ct += a['offset'] + ct_noise(ct.shape, a['noise'], a['nps_cut'], rng)
+    return np.clip(np.rint(ct), -1000, 3000).astype(np.int16)
+
+# %% ../nbs/00_data_fix.ipynb #cb5acec9
+def _make_hard(shape, n_slices, rng, k=3):
+    "The hard phantom: painted on `k` sub-slices per slice, then scanned down to the slices"
+    g, out = _hard_grid(shape, n_slices, rng, k)
+    a = hard_anatomy(rng, g.L)
+    ct, gt = np.empty(g.shape, np.float32), np.zeros(g.shape, np.uint8)
+    _paint_lungs(ct, g, a, _paint_body(ct, g, a))
+    _paint_abdomen(ct, g, a, rng); _paint_spine(ct, g, a)
+    v = _vessels(g, a)
+    _paint_mediastinum(ct, g, a, v, rng)
+    _paint_chambers(ct, g, a, *_paint_heart(ct, gt, g, a, rng))
+    _paint_vessels(ct, gt, g, a, v); _paint_airways(ct, gt, g, a, v); _paint_esophagus_hard(ct, gt, g, a, v, rng)
+    _texture(ct, rng)
+    return _scan_hard(ct, a, rng, k), np.ascontiguousarray(gt[:, :, k//2::k]), Geometry.from_affine(_phantom_affine(out), out.shape)
+
+# %% ../nbs/00_data_fix.ipynb #3946c05e
+def organ_cnr(ct:np.ndarray,  # CT in HU
+              gt:np.ndarray,  # labels
+              shell:int=2,    # ring width (pixels, in-plane), one pixel away from the organ
+             )->dict:         # {label: CNR} for the labels present
+    "Per-organ contrast-to-noise: |organ median − shell median| / the organ's robust SD"
+    st = np.zeros((3, 3, 3), bool); st[:, :, 1] = ndi.generate_binary_structure(2, 1)
+    out = {}
+    for k in (int(k) for k in np.unique(gt) if k):
+        m = gt == k
+        ring = ndi.binary_dilation(m, st, iterations=1 + shell) & ~ndi.binary_dilation(m, st) & (gt != k)
+        q1, med, q3 = np.percentile(ct[m], [25, 50, 75])
+        out[k] = float(abs(med - np.median(ct[ring]))/max((q3 - q1)/1.349, 1e-6))
+    return out
 
 # %% ../nbs/00_data_fix.ipynb #84d1a438
 def course_affine(scale:tuple=(1., 1., 1.), # (sx, sy, sz): phantom size / course size (512, 512, 160); (1, 1, 1) for real SEGTHOR
@@ -426,8 +551,8 @@ def move_heart(gt:np.ndarray,     # labels [x, y, z]
 # %% ../nbs/00_data_fix.ipynb #fb78edbf
 def _write_patient(args):
     "Generate and write one phantom patient (a worker of `write_phantom`)"
-    pid, dest, shape, n_slices, seed, matrix, clean_copy, labelled = args
-    ct, gt, geom = make_phantom(shape, n_slices, seed)
+    pid, dest, shape, n_slices, seed, matrix, clean_copy, labelled, realism = args
+    ct, gt, geom = make_phantom(shape, n_slices, seed, realism)
     if not labelled:
         save_volume(ct, geom, dest/'test'/f'{pid}.nii.gz'); return pid, geom.spacing
     d = dest/'train'/pid
@@ -444,12 +569,12 @@ def _phantom_course_matrix(shape:tuple, n_slices:int)->tuple:
     return scale, course_affine(scale, shift=shift/np.array(scale))
 
 # %% ../nbs/00_data_fix.ipynb #6a6c0a28
-def _phantom_jobs(dest:Path, n_patients:int, shape:tuple, n_slices:int, seed:int, matrix, n_test:int)->list:
+def _phantom_jobs(dest:Path, n_patients:int, shape:tuple, n_slices:int, seed:int, matrix, n_test:int, realism:str='easy')->list:
     "`_write_patient` jobs: Patient_01… (one with GT2 if tampered), Patient_41…"
     clean_id = min(27, n_patients)
-    jobs = [(f'Patient_{i:02d}', dest, shape, n_slices, seed*1000 + i, matrix, matrix is not None and i == clean_id, True)
+    jobs = [(f'Patient_{i:02d}', dest, shape, n_slices, seed*1000 + i, matrix, matrix is not None and i == clean_id, True, realism)
             for i in range(1, n_patients+1)]
-    return jobs + [(f'Patient_{i:02d}', dest, shape, n_slices, seed*1000 + i, None, False, False) for i in range(41, 41+n_test)]
+    return jobs + [(f'Patient_{i:02d}', dest, shape, n_slices, seed*1000 + i, None, False, False, realism) for i in range(41, 41+n_test)]
 
 # %% ../nbs/00_data_fix.ipynb #4fb61988
 def write_phantom(dest:Path|str,       # root of the SEGTHOR-layout tree to write
@@ -461,16 +586,17 @@ def write_phantom(dest:Path|str,       # root of the SEGTHOR-layout tree to writ
                   n_test:int=0,        # unlabelled test volumes Patient_41…
                   workers:int=1,       # processes
                   progress:bool=True,  # a progress bar (one step per patient)
+                  realism:str='easy',  # 'easy' or 'hard' (`make_phantom`)
                  )->Path:
     "Write a phantom SEGTHOR tree (`train/Patient_XX/…`, `test/…`) and `phantom.json`"
     dest, shape = Path(dest), tuple(shape)
     scale, matrix = _phantom_course_matrix(shape, n_slices)
     matrix = matrix if tamper else None
-    jobs = _phantom_jobs(dest, n_patients, shape, n_slices, seed, matrix, n_test)
+    jobs = _phantom_jobs(dest, n_patients, shape, n_slices, seed, matrix, n_test, realism)
     with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as ex:
         done = (ex.map if ex else map)(_write_patient, jobs)
         spacing = dict(tqdm(done, 'phantom', len(jobs), unit='patient', disable=not progress))
-    write_json(dict(seed=seed, shape=list(shape), n_slices=n_slices, tampered=tamper, scale=scale,
+    write_json(dict(seed=seed, shape=list(shape), n_slices=n_slices, tampered=tamper, realism=realism, scale=scale,
                     matrix=None if matrix is None else matrix.tolist(), clean_pair=f'Patient_{min(27, n_patients):02d}' if tamper else None,
                     spacing_mm=spacing), dest/'phantom.json')
     return dest
