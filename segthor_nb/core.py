@@ -234,6 +234,7 @@ class TrainConfig:
     val_every:int=1                    # validate every n epochs (and after the last)
     progress:bool=True                 # tqdm progress bars and one line per epoch
     preset:str='ours'                  # ours (fixed defects), or study: the study's pre-processing, loss weights and CRF exactly
+    context:int=0                      # 2.5D: slices z−k..z+k of the patient as 2k+1 input channels; 0: 2D
 
 # %% ../nbs/00_core.ipynb #0e9d0e94
 TRAIN_CHOICES = dict(model=MODEL_NAMES, optimizer=OPTIMIZERS, dataset=tuple(DATASETS), mode=('full', 'partial'), loss=LOSS_NAMES, preset=PRESETS)

@@ -58,7 +58,7 @@ def evaluation_setup(weights:Path|str,   # a training run's folder, or a checkpo
                      preset:str=None,    # metric definitions: 'ours' or 'study' (default: the run's preset)
                      mode:str='full',    # 'full'; 'partial' is refused, as by the study's test scripts
                      **overrides,        # model, num_classes, model_cfg, r, hiera_path, crf, finetune_crf, normalize (None: the run's)
-                    )->dict:             # model, num_classes, normalize, data_root, dest, device, preset, batch_size
+                    )->dict:             # model, num_classes, normalize, context, data_root, dest, device, preset, batch_size
     "A run's rebuilt model, classes, input scaling, data, results folder, preset"
     if preset not in (None, *PRESETS): raise SegthorError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if mode != 'full': raise SegthorError(f"--mode {mode!r}: only 'full' runs can be evaluated (the study's test scripts refused 'partial' too)")
@@ -67,7 +67,7 @@ def evaluation_setup(weights:Path|str,   # a training run's folder, or a checkpo
     cfg, K = _run_and_classes(weights, over)
     root = Path(data_root or cfg.data_root or Path('data')/(dataset or 'SEGTHOR_MANUAL_SPLIT'))
     dest = Path(dest) if dest else (weights if weights.is_dir() else weights.parent)/'eval'
-    return dict(model=net, num_classes=K, normalize=cfg.normalize, data_root=root, dest=dest, device=device,
+    return dict(model=net, num_classes=K, normalize=cfg.normalize, context=cfg.context, data_root=root, dest=dest, device=device,
                 preset=preset or cfg.preset, batch_size=DATASETS.get(cfg.dataset, {}).get('B', 8))
 
 # %% ../nbs/05b_evaluate.ipynb #0c82b8a5
@@ -108,9 +108,10 @@ def predict_split(net:nn.Module,         # a trained model, e.g. from `models.lo
                   num_workers:int=0,     # DataLoader worker processes
                   debug:bool=False,      # only the first slices of the split (`SliceDataset`'s debug subset)
                   progress:bool=True,    # a progress bar over the batches (stderr)
+                  context:int=0,         # the run's 2.5D context: slices z−k..z+k as input channels
                  ):                      # generator of (patient id, (Z, K, H, W) float32 probabilities)
     "Softmax probabilities of a sliced split, one patient at a time, in z order"
-    ds = SliceDataset(data_root, split, num_classes, normalize, debug)  # a missing split fails now, not at the first item
+    ds = SliceDataset(data_root, split, num_classes, normalize, debug, context=context)  # a missing split fails now, not at the first item
     return _patient_probabilities(net.to(device).eval(), ds, batch_size, device, num_workers, progress)
 
 # %% ../nbs/05b_evaluate.ipynb #42cd1d13
@@ -133,7 +134,7 @@ def ensemble_setup(runs:list,   # training runs (folders or checkpoints), two or
     if len(runs) < 2: raise SegthorError(f"--ensemble: give two or more runs, not {len(runs)}")
     if dest is None: raise SegthorError("--ensemble needs --dest: an ensemble has no run folder of its own")
     setups = [evaluation_setup(r, dest=dest, **kw) for r in runs]
-    for k in ('num_classes', 'normalize', 'data_root'):
+    for k in ('num_classes', 'normalize', 'context', 'data_root'):
         if len({str(s[k]) for s in setups}) > 1: raise SegthorError(f"--ensemble: the runs differ in {k} ({', '.join(str(s[k]) for s in setups)})")
     scores = np.stack([validation_dice(r) for r in runs])
     return setups[0] | dict(model=Ensemble([s['model'] for s in setups], scores), members=[str(r) for r in runs], scores=scores)
@@ -381,7 +382,7 @@ def test3d(weights:Path|str|None=None, # checkpoint or training run folder
     root, dest, K, grid = s['data_root'], s['dest'], s['num_classes'], eval_grid(c.grid, s['preset'], c.debug)
     kind = '3d' if grid == 'native' else '3d_study'
     refuse_existing([dest/n for n in RESULT_NAMES[kind]] + ([dest/'metrics3d/test_metrics.csv'] if grid == 'study' else []), c.overwrite)
-    kw = dict(num_classes=K, normalize=s['normalize'], batch_size=c.batch_size or s['batch_size'], device=s['device'], num_workers=c.num_workers, progress=c.progress)
+    kw = dict(num_classes=K, normalize=s['normalize'], context=s['context'], batch_size=c.batch_size or s['batch_size'], device=s['device'], num_workers=c.num_workers, progress=c.progress)
     if grid == 'study': long_df = evaluate3d_study(s['model'], root, c.split, c.include_background, debug=c.debug, **kw)
     else: long_df = _native3d(s['model'], root, c.split, dest, c.source_dir, c.gt_name, c.source_scan_pattern, c.include_background,
                               c.lcc, c.nsd_tol, c.surface, c.overwrite, **kw)
@@ -401,7 +402,7 @@ def test2d(weights:Path|str|None=None, # checkpoint or training run folder
     c = eval_config(weights, cfg, **kwargs); s = config_setup(c)
     root, dest, K, study = s['data_root'], s['dest'], s['num_classes'], s['preset'] == 'study'
     refuse_existing([dest/n for n in RESULT_NAMES['2d']] + ([dest/'metrics2d/test_metrics.csv'] if study else []), c.overwrite)
-    kw = dict(num_classes=K, normalize=s['normalize'], batch_size=c.batch_size or s['batch_size'], device=s['device'], num_workers=c.num_workers, debug=c.debug, progress=c.progress)
+    kw = dict(num_classes=K, normalize=s['normalize'], context=s['context'], batch_size=c.batch_size or s['batch_size'], device=s['device'], num_workers=c.num_workers, debug=c.debug, progress=c.progress)
     long_df = evaluate2d(s['model'], root, c.split, dest/'png' if c.save_png else None, c.overwrite, s['preset'], **kw)
     table = write_results(long_df, dest, '2d', K, c.overwrite)
     if study: write_study_metrics(long_df, dest/'metrics2d', K, batch_size=kw['batch_size'], overwrite=c.overwrite)

@@ -599,10 +599,11 @@ def checkpoint_keys(model:nn.Module)->list|None:
 
 # %% ../nbs/02_models.ipynb #41933973
 def builder_options(cfg:TrainConfig)->dict:
-    "Builder options: `model_cfg`, `preset`, `r` (SAMed), `hiera_path`, `value_range`"
+    "Builder options: `model_cfg`, `preset`, `in_channels`, `r`, `hiera_path`, `value_range`"
     if not isinstance(cfg.model_cfg or {}, dict): raise ModelError(f"--model_cfg must be a JSON object, got {cfg.model_cfg!r}")
     key, kw = model_key(cfg.model or DATASETS[cfg.dataset]['net']), dict(cfg.model_cfg or {})
     kw.setdefault('preset', cfg.preset)
+    if cfg.context: kw.setdefault('in_channels', 2*cfg.context + 1)     # 2.5D: slices z−k..z+k as channels
     if key in ('samed', 'samed_fast'): kw.setdefault('r', cfg.r)
     if key == 'sam2unet' and cfg.hiera_path: kw.setdefault('checkpoint', cfg.hiera_path)   # the study's --hiera_path
     if key in SAM_MODELS and kw['preset'] == 'ours': kw.setdefault('value_range', (-1., 1.) if cfg.normalize else (0., 1.))

@@ -60,7 +60,8 @@ def probs_2d(net, cfg:TrainConfig, ct_path:Path|str, mirror:bool=False, device='
     s, K = slicing_settings(cfg), DATASETS[cfg.dataset]['K']
     with tempfile.TemporaryDirectory() as tmp:
         rec = slice_patient('ct', ct_path, None, Path(tmp)/'ct', **s)
-        (_, p), = predict_split(Mirror(net, (2, 3)) if mirror else net, tmp, 'ct', K, cfg.normalize, batch_size, device, progress=progress)
+        (_, p), = predict_split(Mirror(net, (2, 3)) if mirror else net, tmp, 'ct', K, cfg.normalize, batch_size, device,
+                               progress=progress, context=cfg.context)
     X, Y, _ = (rec['shape'][a] for a in rec['layout']['axes'])
     p = F.interpolate(torch.from_numpy(p), size=(X, Y), mode='bilinear', align_corners=False)  # (Z, K, X, Y)
     return to_stored(p.permute(1, 2, 3, 0), rec['layout'])

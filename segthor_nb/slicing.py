@@ -22,9 +22,9 @@ from .data_fix import Geometry, VolumeError, as_ct_array, as_label_array, load_v
 __all__ = ['PNG_IMAGE', 'PNG_LABELS', 'INFLATERS', 'SLICE_AXCODES', 'DEBUG_SLICES', 'SlicingError', 'hu_to_uint8', 'IntensityMap',
            'resize_slice', 'resize_labels', 'write_png', 'read_png', 'split_patients', 'read_volume', 'read_scan',
            'slice_layout', 'to_slicing', 'from_slicing', 'slice_record', 'slice_patient', 'tree_splits', 'slice_tree',
-           'slice_summary', 'toy2_sample', 'write_toy2', 'slice_arrays', 'equalize', 'SliceDataset', 'SliceTensors',
-           'make_loader', 'stitch_volume', 'read_geometry', 'record_geometry', 'stitch_geometry', 'png_labels',
-           'stitch_folder']
+           'slice_summary', 'toy2_sample', 'write_toy2', 'slice_arrays', 'equalize', 'context_index', 'SliceDataset',
+           'to_input', 'SliceTensors', 'make_loader', 'stitch_volume', 'read_geometry', 'record_geometry',
+           'stitch_geometry', 'png_labels', 'stitch_folder']
 
 # %% ../nbs/01_slicing.ipynb #d5c18040
 class SlicingError(SegthorError):
@@ -456,17 +456,32 @@ def _foreground(arrays:np.ndarray, names:list, num_classes:int, where:Path)->np.
         fg[i:i + 512] = chunk.reshape(len(chunk), -1).max(1) > 0
     return fg
 
+# %% ../nbs/01_slicing.ipynb #88bd048c
+def context_index(patient_ids:np.ndarray, # the patient of every slice
+                  slice_index:np.ndarray, # z of every slice
+                  k:int=0,                # neighbours on each side
+                 )->np.ndarray:           # (N, 2k+1) rows: z−k..z+k of each slice's own patient
+    "Rows of the slices around each slice in its own patient, ends repeated"
+    out, order = np.empty((len(patient_ids), 2*k + 1), np.int64), np.lexsort((slice_index, patient_ids))
+    pids = np.asarray(patient_ids)[order]
+    ends = np.r_[0, np.flatnonzero(pids[1:] != pids[:-1]) + 1, len(order)]
+    for a, b in zip(ends[:-1], ends[1:]):
+        rows = order[a:b]
+        out[rows] = rows[np.clip(np.arange(b - a)[:, None] + np.arange(-k, k + 1), 0, b - a - 1)]
+    return out
+
 # %% ../nbs/01_slicing.ipynb #16c0380b
 DEBUG_SLICES = 150   # the study's --debug: the first 150 slices of each split
 
 class SliceDataset(Dataset):
-    "2D slices of one split, decoded once; items: images, one-hot gts, stems"
+    "2D (or 2.5D) slices of one split, decoded once; items: images, one-hot gts, stems"
     def __init__(self, root:Path|str,      # sliced dataset root (e.g. data/SEGTHOR, or a TOY2 folder)
                  split:str,                # 'train', 'val' or 'test'
                  num_classes:int,          # K: 5 for SEGTHOR (labels ×63 in the PNGs), 2 for TOY2 (×255)
                  normalize:bool=False,     # histogram equalisation to [−1, 1] instead of [0, 1]
                  debug:bool=False,         # only the first `DEBUG_SLICES` (the study's --debug subset)
-                 cache:bool=True):         # memory-mapped .npy cache beside the split (see `slice_arrays`)
+                 cache:bool=True,          # memory-mapped .npy cache beside the split (see `slice_arrays`)
+                 context:int=0):           # 2.5D: k slices each side of z as channels (see `context_index`)
         if num_classes < 2: raise SlicingError(f"num_classes must be ≥ 2, not {num_classes}")
         self.K, self.step, self.normalize = num_classes, 255//(num_classes - 1), normalize
         names, arrays = slice_arrays(Path(root)/split, cache)
@@ -475,32 +490,39 @@ class SliceDataset(Dataset):
         parts = [re.fullmatch(r'(.*)_(\d+)', s) for s in self.names]
         self.patient_ids = np.array([m[1] if m else s for m, s in zip(parts, self.names)])
         self.slice_index = np.array([int(m[2]) if m else 0 for m in parts])
+        if context < 0: raise SlicingError(f"context must be ≥ 0 slices each side, not {context}")
+        self.context, self.neighbours = context, context_index(self.patient_ids, self.slice_index, context)
 
     def __len__(self): return len(self.names)
 
 # %% ../nbs/01_slicing.ipynb #7cfbd8d1
+def to_input(img:np.ndarray,      # uint8 slices (C, H, W) or one slice (H, W)
+             normalize:bool=False, # each slice histogram-equalised to [−1, 1] instead of [0, 1]
+            )->torch.Tensor:      # float32 (C, H, W)
+    "The network's input from uint8 slices, each scaled on its own"
+    img = img[None] if img.ndim == 2 else img
+    return torch.from_numpy(np.stack([equalize(s) for s in img]) if normalize else img.astype(np.float32)/255)
+
 @patch
 def tensors(self:SliceDataset, img:np.ndarray, gt:np.ndarray)->tuple:
-    "(image (1, H, W), one-hot (K, H, W)) float tensors from a slice's two PNG arrays"
-    image = equalize(img) if self.normalize else img.astype(np.float32)/255
+    "(image (C, H, W), one-hot (K, H, W)) float tensors from slice(s) and labels"
     onehot = (gt//self.step == np.arange(self.K, dtype=np.uint8)[:, None, None]).astype(np.float32)
-    return torch.from_numpy(image)[None], torch.from_numpy(onehot)
+    return to_input(img, self.normalize), torch.from_numpy(onehot)
 
 @patch
 def __getitem__(self:SliceDataset, i:int)->dict:
-    "Item `i`: its two slices read out of the memory map, as tensors"
-    image, gts = self.tensors(*self.arrays[i])
+    "Item `i`: its 2k+1 slices and its labels read out of the memory map, as tensors"
+    image, gts = self.tensors(self.arrays[self.neighbours[i], 0], self.arrays[i, 1])
     return dict(images=image, gts=gts, stems=self.names[i])
 
 # %% ../nbs/01_slicing.ipynb #f66b3e4e
 class SliceTensors(Dataset):
-    "A `SliceDataset` as compact items: image (1, H, W), uint8 classes (H, W), index"
+    "A `SliceDataset` as compact items: image (2k+1, H, W), uint8 classes (H, W), index"
     def __init__(self, ds:SliceDataset): self.ds = ds
     def __len__(self): return len(self.ds)
     def __getitem__(self, i:int)->dict:
-        img, gt = self.ds.arrays[i]
-        image = equalize(img) if self.ds.normalize else img.astype(np.float32)/255
-        return dict(images=torch.from_numpy(image)[None], labels=torch.from_numpy(gt//self.ds.step), index=i)
+        ds = self.ds
+        return dict(images=to_input(ds.arrays[ds.neighbours[i], 0], ds.normalize), labels=torch.from_numpy(ds.arrays[i, 1]//ds.step), index=i)
 
 # %% ../nbs/01_slicing.ipynb #d4c07529
 def make_loader(ds:Dataset,          # e.g. a `SliceDataset`

@@ -429,7 +429,7 @@ def overlay_figure(images:Tensor, labels:Tensor, preds:Tensor, value_range:tuple
     window = ((value_range[0] + value_range[1])/2, value_range[1] - value_range[0])
     for i, row in enumerate(axs):
         for ax, lab, t in zip(row, (None, labels[i], preds[i]), ('image', 'ground truth', 'prediction')):
-            show_labels(images[i, 0].cpu().numpy(), None if lab is None else lab.cpu().numpy(), ax, window, f"{titles[i] if titles else ''} {t}")
+            show_labels(images[i, images.shape[1]//2].cpu().numpy(), None if lab is None else lab.cpu().numpy(), ax, window, f"{titles[i] if titles else ''} {t}")
     plt.tight_layout()
     return fig
 
@@ -451,7 +451,7 @@ def load_split(cfg:TrainConfig, split:str, K:int)->SliceDataset:
     if not (root/split/'img').is_dir():
         hint = {'TOY2': 'segthor-toy2 --dest', 'PHANTOM': 'segthor-phantom, then segthor-slice --dest_dir'}.get(cfg.dataset, 'segthor-slice --dest_dir')
         raise TrainError(f"{root/split}: no sliced {cfg.dataset} {split} split here (make it with {hint} {root})")
-    ds = SliceDataset(root, split, K, normalize=cfg.normalize, debug=cfg.debug)
+    ds = SliceDataset(root, split, K, normalize=cfg.normalize, debug=cfg.debug, context=cfg.context)
     if split == 'train' and cfg.use_sampler and not ds.has_foreground.any():
         raise TrainError(f"{root/split}: no slice shows an organ, so the adaptive sampler's first epoch would be empty")
     return ds

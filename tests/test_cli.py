@@ -41,6 +41,7 @@ FLAGS = {  # what each `--help` must list (the configuration-made commands list 
     'segthor-demo': [flag(f) for f in fields(DemoConfig)],
     'segthor-tune': ['--storage', '--study_name', '--grid', '--space', '--n_trials', '--dest', '--source_dir', '--eval_splits', '--runner',
                      '{papermill,fork}', '--heartbeat_interval', '--grace_period', '--no_prune'] + [flag(f) for f in fields(TrainConfig) if f.name not in ('dest', 'resume', 'overwrite')],
+    'segthor-predict': ['input', '--weights', '--out', '--probabilities', '--mirror', '--overlap', '--gpu', '--overwrite'],
     'segthor-import-study': ['weights', '--model', '{ENet,shallow,samed,samed_fast,SAM2UNet}', '--dest', '--r', '--crf', '--normalize', '--overwrite'],
 }
 
