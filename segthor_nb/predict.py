@@ -100,7 +100,10 @@ def predict(inputs:list, weights:list, out:Path|str,  # CT files/folders; runs (
     for f in files:
         geom = read_geometry(f)
         with tqdm(total=len(predictors), desc=f.name, unit='run', disable=not progress) as bar:
-            p = sum(bar.update() or pr(f) for pr in predictors)/len(predictors)
+            p = None
+            for pr in predictors:                   # the runs' mean, summed in place (a CT's probabilities are large)
+                q = pr(f); p = q if p is None else np.add(p, q, out=p); bar.update()
+            if len(predictors) > 1: p /= len(predictors)
         written.append(save_volume(p.argmax(0).astype(np.uint8), geom, out/f.name, dtype=np.uint8))
         if probabilities:
             with atomic_path(out/f'{_stem(f)}.npz') as tmp, open(tmp, 'wb') as fh: np.savez_compressed(fh, probabilities=p.astype(np.float16))

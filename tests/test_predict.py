@@ -39,6 +39,20 @@ def test_predict_keeps_the_input_grid(runs, kind, tmp_path, monkeypatch):
     assert p.shape == (5, *src.shape) and (p.argmax(0) == lab).mean() > .99
 
 
+def test_an_ensemble_is_the_mean_of_its_runs_with_the_progress_bar_on(runs, tmp_path, monkeypatch):
+    "Two runs, progress shown: the written probabilities are the mean of each run's (every run is called)"
+    import segthor_nb.predict as P
+    from segthor_nb.predict import load_predictor, predict
+    class Refreshing(P.tqdm):                      # tqdm's update returns True whenever it redraws the bar
+        def update(self, n=1): super().update(n); return True
+    monkeypatch.setattr(P, 'tqdm', Refreshing)
+    root, tree = runs
+    ct = tree/'test'/'Patient_41.nii.gz'
+    predict([ct], [root/'r2', root/'r3'], tmp_path, probabilities=True, progress=True)
+    want = (load_predictor(root/'r2')(ct) + load_predictor(root/'r3')(ct)) / 2
+    np.testing.assert_allclose(np.load(tmp_path/'Patient_41.npz')['probabilities'], want, atol=2e-3)
+
+
 def test_bad_input_is_one_line_naming_the_file(runs, tmp_path, monkeypatch):
     root, _ = runs
     bad = tmp_path/'bad.nii.gz'; bad.write_bytes(b'not a volume')
